@@ -1,0 +1,300 @@
+//! One connection, either side: the handshake, the outbound queue, and the
+//! table that matches replies to pending calls by request id.
+//!
+//! Both peers run the same machinery: each can send requests (and wait for
+//! responses here) and receive requests (handed to a server, if it has one).
+//! The server and client modules only add their own loop around it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+use crate::config::ConnectionConfig;
+use crate::error::Error;
+use crate::outbox::Outbox;
+use crate::transport::{BoxedRead, BoxedWrite, Stream};
+use crate::wire::{self, FrameBuf, Hello, Message, PROTOCOL_VERSION, Request, Status};
+
+/// Incoming frames, split and size-checked.
+pub(crate) type Frames = FramedRead<BoxedRead, LengthDelimitedCodec>;
+
+/// A response as received, decoded later by the caller that waits for it.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: Status,
+    pub(crate) body: Bytes,
+}
+
+type Waiter = oneshot::Sender<Result<Response, Error>>;
+
+/// Why the connection ended; turned into an [`Error`] for each pending call.
+#[derive(Debug, Clone)]
+pub(crate) enum Closure {
+    Lost(String),
+    ShuttingDown,
+}
+
+impl Closure {
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            Self::Lost(reason) => Error::ConnectionLost {
+                reason: reason.clone(),
+            },
+            Self::ShuttingDown => Error::ShuttingDown,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    calls: HashMap<u64, Waiter>,
+    closed: Option<Closure>,
+}
+
+/// Shared state of one live connection.
+pub(crate) struct Connection {
+    pub(crate) outbox: Outbox,
+    pending: Mutex<Pending>,
+    next_id: AtomicU64,
+    going_away: AtomicBool,
+    /// The largest frame the peer accepts (from its handshake).
+    pub(crate) peer_max_frame: usize,
+    /// Who is on the other end, for logs.
+    pub(crate) peer: String,
+}
+
+/// What the connection's own loop must handle itself.
+pub(crate) enum Inbound {
+    Request(Request),
+    Cancel(u64),
+}
+
+impl Connection {
+    pub(crate) fn new(config: &ConnectionConfig, peer_max_frame: usize, peer: String) -> Self {
+        Self {
+            outbox: Outbox::new(config.write_buffer),
+            pending: Mutex::new(Pending::default()),
+            next_id: AtomicU64::new(1),
+            going_away: AtomicBool::new(false),
+            peer_max_frame,
+            peer,
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // Critical sections are map operations that cannot panic halfway.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Allocates a request id and registers a waiter for its response.
+    pub(crate) fn register(&self) -> Result<(u64, oneshot::Receiver<Result<Response, Error>>), Error> {
+        if self.going_away.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let mut p = self.pending();
+        if let Some(c) = &p.closed {
+            return Err(c.to_error());
+        }
+        p.calls.insert(id, tx);
+        Ok((id, rx))
+    }
+
+    /// Forgets a call whose caller stopped waiting, and tells the peer.
+    pub(crate) fn abandon(&self, id: u64) {
+        let removed = self.pending().calls.remove(&id).is_some();
+        if removed {
+            let _ = self.outbox.push_now(FrameBuf::cancel(id).into_unchecked());
+        }
+    }
+
+    /// Ends every pending call with `closure`'s error and refuses new ones.
+    pub(crate) fn fail_all(&self, closure: Closure) {
+        let calls = {
+            let mut p = self.pending();
+            if p.closed.is_none() {
+                p.closed = Some(closure.clone());
+            }
+            std::mem::take(&mut p.calls)
+        };
+        for (_, waiter) in calls {
+            let _ = waiter.send(Err(closure.to_error()));
+        }
+        self.outbox.close();
+    }
+
+    /// Whether the peer announced it is going away.
+    pub(crate) fn is_going_away(&self) -> bool {
+        self.going_away.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.pending().closed.is_some()
+    }
+
+    /// Handles what the shared machinery can handle (responses, go-away) and
+    /// returns the rest. An error means the peer broke the protocol.
+    pub(crate) fn on_frame(&self, frame: BytesMut) -> Result<Option<Inbound>, Error> {
+        match wire::parse(frame.freeze()) {
+            Ok(Message::Response { id, status, body }) => {
+                let waiter = self.pending().calls.remove(&id);
+                match waiter {
+                    Some(w) => {
+                        let _ = w.send(Ok(Response { status, body }));
+                    }
+                    None => tracing::trace!(id, "response for a call nobody waits for"),
+                }
+                Ok(None)
+            }
+            Ok(Message::Request(r)) => Ok(Some(Inbound::Request(r))),
+            Ok(Message::Cancel { id }) => Ok(Some(Inbound::Cancel(id))),
+            Ok(Message::GoAway) => {
+                tracing::debug!(peer = %self.peer, "peer is going away");
+                self.going_away.store(true, Ordering::Release);
+                Ok(None)
+            }
+            Ok(Message::Hello(_)) => Err(Error::Protocol {
+                detail: "a second hello on an established connection".into(),
+            }),
+            Err(e) => Err(Error::Protocol {
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Sends a reply to request `id`, or a frame-too-large error in its place
+    /// when it exceeds the peer's limit.
+    pub(crate) async fn send_reply(&self, id: u64, mut frame: FrameBuf) {
+        frame.set_id(id);
+        let bytes = match frame.finish(self.peer_max_frame) {
+            Ok(b) => b,
+            Err(too_large) => {
+                tracing::warn!(id, size = too_large.size, limit = too_large.limit, "reply exceeds the caller's frame limit");
+                let mut f = match FrameBuf::response(
+                    Status::FrameTooLarge,
+                    &(too_large.size as u64, too_large.limit as u64),
+                ) {
+                    Ok(f) => f,
+                    Err(_) => FrameBuf::response_empty(Status::FrameTooLarge),
+                };
+                f.set_id(id);
+                f.into_unchecked()
+            }
+        };
+        if self.outbox.push(bytes).await.is_err() {
+            tracing::debug!(id, "connection closed before the reply could be sent");
+        }
+    }
+}
+
+/// Reads a frame used in the handshake; end of stream and oversize are errors.
+async fn next_frame(frames: &mut Frames) -> Result<BytesMut, Error> {
+    match frames.next().await {
+        Some(Ok(f)) => Ok(f),
+        Some(Err(e)) => Err(io_to_protocol(e)),
+        None => Err(Error::ConnectionLost {
+            reason: "the peer closed the connection during the handshake".into(),
+        }),
+    }
+}
+
+/// Maps a read error to the error a caller should see.
+pub(crate) fn io_to_protocol(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        Error::Protocol {
+            detail: format!("unreadable frame: {e}"),
+        }
+    } else {
+        Error::ConnectionLost {
+            reason: e.to_string(),
+        }
+    }
+}
+
+fn expect_hello(frame: BytesMut) -> Result<Hello, Error> {
+    match wire::parse(frame.freeze()) {
+        Ok(Message::Hello(h)) => Ok(h),
+        Ok(_) => Err(Error::Protocol {
+            detail: "expected a hello frame first".into(),
+        }),
+        Err(wire::ProtocolError::BadMagic(m)) => Err(Error::ProtocolMismatch {
+            detail: format!("the peer sent {m:02x?} instead of the magic bytes; it is not an ipc peer"),
+        }),
+        Err(e) => Err(Error::Protocol {
+            detail: e.to_string(),
+        }),
+    }
+}
+
+fn version_mismatch(theirs: u16) -> Error {
+    Error::ProtocolMismatch {
+        detail: format!("this side speaks protocol version {PROTOCOL_VERSION}, the peer speaks {theirs}"),
+    }
+}
+
+/// Splits the stream, sends our hello, reads theirs. Used by clients.
+pub(crate) async fn handshake_as_client(
+    stream: Stream,
+    config: &ConnectionConfig,
+) -> Result<(Frames, BoxedWrite, Hello, String), Error> {
+    let Stream { read, mut write, peer } = stream;
+    let mut frames = FramedRead::with_capacity(read, wire::codec(config.max_frame_size), 8 * 1024);
+    let hello = FrameBuf::hello(config.max_frame_size).into_unchecked();
+    write.write_all(&hello).await.map_err(|e| Error::ConnectionLost {
+        reason: format!("sending the handshake: {e}"),
+    })?;
+    let theirs = expect_hello(next_frame(&mut frames).await?)?;
+    if theirs.version != PROTOCOL_VERSION {
+        return Err(version_mismatch(theirs.version));
+    }
+    Ok((frames, write, theirs, peer))
+}
+
+/// Reads the client's hello and answers it. Used by servers. On a version
+/// mismatch our hello is still sent so the client can report both versions.
+pub(crate) async fn handshake_as_server(
+    stream: Stream,
+    config: &ConnectionConfig,
+) -> Result<(Frames, BoxedWrite, Hello, String), Error> {
+    let Stream { read, mut write, peer } = stream;
+    let mut frames = FramedRead::with_capacity(read, wire::codec(config.max_frame_size), 8 * 1024);
+    let theirs = expect_hello(next_frame(&mut frames).await?)?;
+    let hello = FrameBuf::hello(config.max_frame_size).into_unchecked();
+    write.write_all(&hello).await.map_err(|e| Error::ConnectionLost {
+        reason: format!("sending the handshake: {e}"),
+    })?;
+    if theirs.version != PROTOCOL_VERSION {
+        let _ = write.shutdown().await;
+        return Err(version_mismatch(theirs.version));
+    }
+    Ok((frames, write, theirs, peer))
+}
+
+/// The peer's frame limit, as announced, within what we can handle.
+pub(crate) fn peer_limit(hello: &Hello) -> usize {
+    crate::config::clamp_frame_size(hello.max_frame_size as usize)
+}
+
+/// Spawns the writer task of a connection.
+pub(crate) fn spawn_writer(
+    conn: &Arc<Connection>,
+    write: BoxedWrite,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let conn = conn.clone();
+    tokio::spawn(async move {
+        let r = crate::outbox::run_writer(&conn.outbox, write).await;
+        if let Err(e) = &r {
+            tracing::debug!(peer = %conn.peer, error = %e, "write failed");
+        }
+        r
+    })
+}

@@ -1,0 +1,204 @@
+//! Errors: the framework's own ([`Error`]) and a method's application error
+//! wrapped beside them ([`CallError`]).
+
+use std::fmt;
+use std::io;
+
+/// Everything that can go wrong in `ipc` itself, as opposed to the
+/// application error `E` a method may return (see [`CallError`]).
+///
+/// Match on the variant, never on the message. Variants are grouped:
+/// connection-level (`Connect`, `Bind`, `ConnectionLost`, `ShuttingDown`,
+/// `ProtocolMismatch`, `Protocol`), lookup (`UnknownObject`, `UnknownMethod`,
+/// `TraitMismatch`, `DuplicateObject`), and per-call (`FrameTooLarge`,
+/// `RemotePanic`, `Encode`, `Decode`, `BadRequest`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Could not connect: refused, unreachable, timed out, or the name did not resolve.
+    #[error("could not connect to {addr}: {source}")]
+    Connect {
+        /// The address as given.
+        addr: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The server could not listen on its address (most often: the port is in use).
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address as given.
+        addr: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The connection closed or failed while the call was pending, or before it was sent.
+    /// The call may or may not have run on the server.
+    #[error("connection lost: {reason}")]
+    ConnectionLost {
+        /// What was observed (end of stream, I/O error, protocol violation...).
+        reason: String,
+    },
+    /// The peer is shutting down: it announced it, or refused this call because of it.
+    /// A call that failed this way did not run.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The peers speak different protocol versions, or the peer is not an `ipc` peer.
+    #[error("protocol mismatch: {detail}")]
+    ProtocolMismatch {
+        /// Versions or bytes seen.
+        detail: String,
+    },
+    /// The peer broke the protocol (malformed frame, unexpected message).
+    #[error("protocol violation: {detail}")]
+    Protocol {
+        /// What was wrong.
+        detail: String,
+    },
+    /// The server exposes no object under this name.
+    #[error("the server exposes no object named `{name}`")]
+    UnknownObject {
+        /// The name looked up.
+        name: String,
+    },
+    /// The object has no method with this index (the peers' traits differ).
+    #[error("unknown method: {detail}")]
+    UnknownMethod {
+        /// Object and method.
+        detail: String,
+    },
+    /// The proxy's trait is not the trait the server exposes under this name
+    /// (different trait, or a different version of it).
+    #[error("trait mismatch for object `{object}`: {detail}")]
+    TraitMismatch {
+        /// The object name looked up.
+        object: String,
+        /// Which trait or method differs.
+        detail: String,
+    },
+    /// Two objects were exposed under one name.
+    #[error("an object named `{name}` is already exposed")]
+    DuplicateObject {
+        /// The name exposed twice.
+        name: String,
+    },
+    /// A frame exceeded the receiver's limit; nothing was sent, the connection is fine.
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    FrameTooLarge {
+        /// Size of the frame body in bytes.
+        size: usize,
+        /// The receiver's limit in bytes.
+        limit: usize,
+    },
+    /// The remote handler panicked. The server and the connection keep working.
+    #[error("the remote method panicked: {message}")]
+    RemotePanic {
+        /// The panic message.
+        message: String,
+    },
+    /// The server could not decode the call's arguments.
+    #[error("the server rejected the arguments: {detail}")]
+    BadRequest {
+        /// The decoder's message.
+        detail: String,
+    },
+    /// A value could not be encoded (its `Serialize` impl failed), on either side.
+    #[error("could not encode: {detail}")]
+    Encode {
+        /// The encoder's message.
+        detail: String,
+    },
+    /// A reply could not be decoded into the expected type.
+    #[error("could not decode the reply: {detail}")]
+    Decode {
+        /// The decoder's message.
+        detail: String,
+    },
+    /// An I/O error outside a call (for example while accepting).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    /// True for errors that mean the connection is gone or going: `Connect`,
+    /// `ConnectionLost`, `ShuttingDown`.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::ConnectionLost { .. } | Self::ShuttingDown
+        )
+    }
+}
+
+/// The error of a method declared `-> Result<T, E>`: either the method's own `E`
+/// ([`CallError::App`]) or a framework failure ([`CallError::Rpc`]).
+///
+/// `?` converts an [`Error`] into it, and [`CallError::app`] gets at the `E`.
+/// Methods that do not return `Result` have plain [`Error`] as their error type,
+/// so no call site ever sees `Result<Result<..>>`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CallError<E> {
+    /// The method ran and returned `Err(e)`.
+    App(E),
+    /// The call failed in the framework (transport, lookup, panic...).
+    Rpc(Error),
+}
+
+impl<E> CallError<E> {
+    /// The application error, if that is what this is.
+    pub fn app(&self) -> Option<&E> {
+        match self {
+            Self::App(e) => Some(e),
+            Self::Rpc(_) => None,
+        }
+    }
+
+    /// The application error by value, or the framework error back.
+    pub fn into_app(self) -> Result<E, Error> {
+        match self {
+            Self::App(e) => Ok(e),
+            Self::Rpc(e) => Err(e),
+        }
+    }
+
+    /// The framework error, if that is what this is.
+    pub fn rpc(&self) -> Option<&Error> {
+        match self {
+            Self::App(_) => None,
+            Self::Rpc(e) => Some(e),
+        }
+    }
+}
+
+impl<E> From<Error> for CallError<E> {
+    fn from(e: Error) -> Self {
+        Self::Rpc(e)
+    }
+}
+
+impl<E: fmt::Debug> fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::App(e) => write!(f, "the remote method returned an error: {e:?}"),
+            Self::Rpc(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl<E: fmt::Debug> std::error::Error for CallError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::App(_) => None,
+            Self::Rpc(e) => Some(e),
+        }
+    }
+}
+
+impl<E: PartialEq> PartialEq<E> for CallError<E> {
+    /// A `CallError` equals an `E` when it is that application error.
+    fn eq(&self, other: &E) -> bool {
+        matches!(self, Self::App(e) if e == other)
+    }
+}

@@ -1,0 +1,102 @@
+//! # ipc: remote objects for async Rust
+//!
+//! One process exposes an object; another calls its methods as if it were
+//! local. Declare the interface as a trait, put [`expose`] on it, implement it
+//! with plain `async fn`s, serve it with a [`Server`], and call it through the
+//! generated `{Trait}Proxy` from a [`Client`].
+//!
+//! ```
+//! use ipc_core::{expose, Client, Server};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Serialize, Deserialize, PartialEq)]
+//! pub enum MathError { DivideByZero }
+//!
+//! #[expose]
+//! pub trait Calculator {
+//!     /// Adds two numbers.
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//!     /// Divides `a` by `b`.
+//!     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
+//! }
+//!
+//! struct Calc;
+//! impl Calculator for Calc {
+//!     async fn add(&self, a: i64, b: i64) -> i64 { a + b }
+//!     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError> {
+//!         if b == 0 { Err(MathError::DivideByZero) } else { Ok(a / b) }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Port 0 picks a free port; the default is localhost:9099.
+//! let server = Server::builder()
+//!     .addr("127.0.0.1:0")
+//!     .expose(CalculatorServer::new(Calc))
+//!     .start()
+//!     .await?;
+//!
+//! let client = Client::connect(server.local_addr()).await?;
+//! let calc: CalculatorProxy = client.get_exposed_object().await?;
+//! assert_eq!(calc.add(2, 3).await?, 5);
+//! // The method's own error arrives typed, apart from transport errors.
+//! assert!(matches!(calc.div(1, 0).await, Err(ipc_core::CallError::App(MathError::DivideByZero))));
+//!
+//! server.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## What `#[expose]` generates for `trait Calculator`
+//!
+//! - the trait itself, with each `async fn` turned into a method returning
+//!   `impl Future + Send`, so the server can run handlers on any thread
+//!   (implementations still write `async fn`);
+//! - `CalculatorServer<T>`: wraps an implementation; give it to
+//!   [`ServerBuilder::expose`];
+//! - `CalculatorProxy`: cheap to clone, `Send + Sync`; each method is `async`,
+//!   takes the trait's arguments and returns `Result<R, Error>`, or
+//!   `Result<T, CallError<E>>` when the trait method returns `Result<T, E>`.
+//!
+//! ## Modules
+//!
+//! [`wire`] is the frame format, [`client`], [`server`] and [`transport`] the
+//! runtime, [`error`] the error types, [`config`] the defaults and limits.
+
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+pub mod client;
+pub mod config;
+mod connection;
+pub mod error;
+pub mod object;
+mod outbox;
+pub mod server;
+pub mod transport;
+pub mod wire;
+
+pub use client::{Client, ClientBuilder};
+pub use config::{DEFAULT_ADDR, DEFAULT_HOST, DEFAULT_PORT};
+pub use error::{CallError, Error};
+pub use object::{ObjectDescriptor, Proxy, Service};
+pub use server::{Server, ServerBuilder, ServerHandle};
+pub use transport::Address;
+
+/// Turns a trait into a remote interface. See the [crate docs](crate).
+///
+/// Accepted: `async fn` methods taking `&self` and any number of owned
+/// arguments (`name: Type`) that are `Serialize + DeserializeOwned + Send`,
+/// returning such a type or `Result<T, E>` with both serializable. Anything
+/// else is a compile error that says what is allowed.
+pub use ipc_derive::expose;
+
+/// What generated code needs. Not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::client::ObjectRef;
+    pub use crate::object::{
+        DispatchError, HandlerFuture, MethodDescriptor, ObjectDescriptor, Proxy, Reply, Service,
+        decode_args,
+    };
+}

@@ -1,0 +1,183 @@
+//! Exposed objects: what a trait looks like on the wire ([`ObjectDescriptor`]),
+//! the server side of an object ([`Service`]) and the client side ([`Proxy`]).
+//!
+//! `#[expose]` implements these; you normally never do.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::ObjectRef;
+use crate::wire::{self, FrameBuf, Status};
+
+/// The shape of an exposed trait, compared at lookup so that a proxy built
+/// from a different trait (or a different version of it) is refused up front.
+#[derive(Debug)]
+pub struct ObjectDescriptor {
+    /// The trait's name; the default object name.
+    pub trait_name: &'static str,
+    /// The methods in declaration order (the index is the wire method id).
+    pub methods: &'static [MethodDescriptor],
+    /// A 64-bit FNV-1a hash of the trait name and every method signature.
+    pub fingerprint: u64,
+}
+
+/// One method of an exposed trait.
+#[derive(Debug)]
+pub struct MethodDescriptor {
+    /// The method's name.
+    pub name: &'static str,
+    /// Its signature as written: `name(ArgType,..)->Ret`.
+    pub signature: &'static str,
+}
+
+impl ObjectDescriptor {
+    /// Explains how `other` (the caller's view) differs from `self`, or `None`
+    /// when they match.
+    pub(crate) fn mismatch(&self, other: &ResolveRequest) -> Option<String> {
+        if self.trait_name != other.trait_name {
+            return Some(format!(
+                "the server exposes trait `{}`, the proxy is for trait `{}`",
+                self.trait_name, other.trait_name
+            ));
+        }
+        if self.fingerprint == other.fingerprint
+            && self.methods.len() == other.signatures.len()
+            && self
+                .methods
+                .iter()
+                .zip(&other.signatures)
+                .all(|(m, s)| m.signature == s)
+        {
+            return None;
+        }
+        for (i, m) in self.methods.iter().enumerate() {
+            match other.signatures.get(i) {
+                Some(s) if s == m.signature => {}
+                Some(s) => {
+                    return Some(format!(
+                        "method #{i} is `{}` on the server but `{s}` in the proxy",
+                        m.signature
+                    ));
+                }
+                None => {
+                    return Some(format!(
+                        "the server has method `{}` that the proxy lacks",
+                        m.signature
+                    ));
+                }
+            }
+        }
+        if let Some(extra) = other.signatures.get(self.methods.len()) {
+            return Some(format!(
+                "the proxy has method `{extra}` that the server lacks"
+            ));
+        }
+        Some(format!(
+            "fingerprints differ (server {:016x}, proxy {:016x})",
+            self.fingerprint, other.fingerprint
+        ))
+    }
+}
+
+/// The body of a lookup: "give me a handle for `name`, which I believe implements this trait".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ResolveRequest {
+    pub(crate) name: String,
+    pub(crate) trait_name: String,
+    pub(crate) fingerprint: u64,
+    pub(crate) signatures: Vec<String>,
+}
+
+impl ResolveRequest {
+    pub(crate) fn new(name: &str, d: &ObjectDescriptor) -> Self {
+        Self {
+            name: name.to_owned(),
+            trait_name: d.trait_name.to_owned(),
+            fingerprint: d.fingerprint,
+            signatures: d.methods.iter().map(|m| m.signature.to_owned()).collect(),
+        }
+    }
+}
+
+/// The future a handler runs; it resolves to the encoded reply.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
+
+/// A handler's encoded outcome, ready to be addressed and sent.
+pub struct Reply(pub(crate) FrameBuf);
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("len", &self.0.body_len())
+            .finish()
+    }
+}
+
+impl Reply {
+    /// The reply of a method that returned a plain value.
+    pub fn value<T: Serialize + ?Sized>(value: &T) -> Self {
+        Self::encoded(Status::Ok, value)
+    }
+
+    /// The reply of a method that returned `Result<T, E>`.
+    pub fn result<T: Serialize, E: Serialize>(result: &Result<T, E>) -> Self {
+        match result {
+            Ok(v) => Self::encoded(Status::Ok, v),
+            Err(e) => Self::encoded(Status::AppError, e),
+        }
+    }
+
+    pub(crate) fn encoded<T: Serialize + ?Sized>(status: Status, body: &T) -> Self {
+        match FrameBuf::response(status, body) {
+            Ok(f) => Self(f),
+            Err(e) => Self::error(Status::EncodeFailed, &e.to_string()),
+        }
+    }
+
+    pub(crate) fn error(status: Status, detail: &str) -> Self {
+        match FrameBuf::response(status, detail) {
+            Ok(f) => Self(f),
+            // Encoding a `str` cannot fail.
+            Err(_) => Self(FrameBuf::response_empty(status)),
+        }
+    }
+}
+
+/// Why a request could not be started.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// No method with this index.
+    UnknownMethod(u16),
+    /// The argument bytes do not decode to the method's parameter types.
+    BadArguments(String),
+}
+
+/// Decodes a method's argument tuple (used by generated code).
+pub fn decode_args<A: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<A, DispatchError> {
+    wire::decode(bytes).map_err(|e| DispatchError::BadArguments(e.to_string()))
+}
+
+/// The server side of an exposed object. Implemented by the `{Trait}Server`
+/// type that `#[expose]` generates; hand one to [`crate::ServerBuilder::expose`].
+pub trait Service: Send + Sync + 'static {
+    /// The trait this object implements.
+    fn descriptor(&self) -> &'static ObjectDescriptor;
+
+    /// Decodes the arguments of method `method` and returns the future that runs it.
+    fn call(&self, method: u16, args: &[u8]) -> Result<HandlerFuture, DispatchError>;
+}
+
+/// The client side of an exposed trait: the `{Trait}Proxy` type that
+/// `#[expose]` generates. Obtain one with [`crate::Client::get_exposed_object`].
+pub trait Proxy: Clone + Send + Sync + Sized + 'static {
+    /// The trait this proxy speaks.
+    const DESCRIPTOR: &'static ObjectDescriptor;
+
+    /// Wraps a resolved object reference.
+    #[doc(hidden)]
+    fn from_object(object: ObjectRef) -> Self;
+}

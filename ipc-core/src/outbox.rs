@@ -1,0 +1,259 @@
+//! The outbound queue of one connection and the writer task that drains it.
+//!
+//! Callers (proxy calls, handlers) encode their frame themselves and append it
+//! here; the writer takes *everything* queued at once and hands it to the
+//! socket in one vectored write, so a burst of small frames costs one syscall
+//! rather than one each. Small frames are copied into one contiguous buffer;
+//! large ones are queued as their own chunk without a copy.
+//!
+//! Memory is bounded: [`Outbox::push`] waits while `high_water` bytes are
+//! queued, so at most `high_water + one frame` bytes sit in the queue and the
+//! same again in the writer's hands.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::pin;
+use std::sync::Mutex;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// Frames shorter than this are copied into the shared coalescing buffer.
+const COALESCE_MAX: usize = 16 * 1024;
+/// At most this many slices per `writev`.
+const MAX_IOV: usize = 64;
+/// A coalescing buffer that grew beyond this is released after use, so a burst
+/// does not pin memory on an idle connection.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// The queue is closed: the connection is shutting down or dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Frames in order; `small` logically follows the last chunk.
+    chunks: VecDeque<Bytes>,
+    small: BytesMut,
+    queued: usize,
+    /// No more pushes; the writer drains what is queued, then shuts the stream down.
+    closed: bool,
+}
+
+/// The outbound queue. Shared by everything that sends on the connection.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Wakes the writer (permit semantics: a wake before it waits is kept).
+    wake_writer: Notify,
+    /// Wakes pushers waiting for space.
+    space: Notify,
+    high_water: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(high_water: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            wake_writer: Notify::new(),
+            space: Notify::new(),
+            high_water,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state inconsistent
+        // (every critical section is a few infallible buffer operations).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a complete frame, waiting while the queue is over its high-water mark.
+    pub(crate) async fn push(&self, frame: BytesMut) -> Result<(), Closed> {
+        loop {
+            let mut notified = pin!(self.space.notified());
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if st.closed {
+                    return Err(Closed);
+                }
+                if st.queued < self.high_water {
+                    self.append(&mut st, frame);
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Appends a frame without waiting for space. For small control frames
+    /// (cancel, go-away) that must go out even from synchronous code.
+    pub(crate) fn push_now(&self, frame: BytesMut) -> Result<(), Closed> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(Closed);
+        }
+        self.append(&mut st, frame);
+        Ok(())
+    }
+
+    fn append(&self, st: &mut State, frame: BytesMut) {
+        let was_empty = st.queued == 0;
+        st.queued += frame.len();
+        if frame.len() <= COALESCE_MAX {
+            st.small.extend_from_slice(&frame);
+        } else {
+            if !st.small.is_empty() {
+                let small = st.small.split().freeze();
+                st.chunks.push_back(small);
+            }
+            st.chunks.push_back(frame.freeze());
+        }
+        if was_empty {
+            self.wake_writer.notify_one();
+        }
+    }
+
+    /// Stops accepting frames; the writer sends what is queued, then shuts down.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.wake_writer.notify_one();
+        self.space.notify_waiters();
+    }
+
+    /// Bytes queued and not yet taken by the writer.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// Moves everything queued into `batch`. Returns false when closed and empty.
+    fn take(&self, batch: &mut VecDeque<Bytes>) -> bool {
+        let mut st = self.lock();
+        if st.queued == 0 {
+            if st.small.capacity() > KEEP_CAPACITY {
+                st.small = BytesMut::new();
+            }
+            return !st.closed;
+        }
+        batch.append(&mut st.chunks);
+        if !st.small.is_empty() {
+            let small = st.small.split().freeze();
+            batch.push_back(small);
+        }
+        st.queued = 0;
+        drop(st);
+        self.space.notify_waiters();
+        true
+    }
+}
+
+/// Drains `outbox` into `io` until the outbox is closed and empty, then shuts
+/// the stream down. Returns early on a write error, after closing the outbox.
+pub(crate) async fn run_writer<W>(outbox: &Outbox, mut io: W) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut batch = VecDeque::new();
+    let result = async {
+        loop {
+            if !outbox.take(&mut batch) {
+                break;
+            }
+            if batch.is_empty() {
+                outbox.wake_writer.notified().await;
+                continue;
+            }
+            write_batch(&mut io, &mut batch).await?;
+            io.flush().await?;
+        }
+        io.shutdown().await
+    }
+    .await;
+    if result.is_err() {
+        outbox.close();
+    }
+    result
+}
+
+async fn write_batch<W>(io: &mut W, batch: &mut VecDeque<Bytes>) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    while !batch.is_empty() {
+        let n = {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (slot, chunk) in iov.iter_mut().zip(batch.iter()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            io.write_vectored(&iov[..count]).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = batch.front_mut() else {
+                break;
+            };
+            if front.len() <= left {
+                left -= front.len();
+                batch.pop_front();
+            } else {
+                front.advance(left);
+                left = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn frames_arrive_in_order_small_and_large_mixed() {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let mut expected = Vec::new();
+        for i in 0..50u8 {
+            let len = if i % 7 == 0 { 40_000 } else { 10 };
+            let frame = BytesMut::from(&vec![i; len][..]);
+            expected.extend_from_slice(&frame);
+            outbox.push(frame).await.unwrap();
+        }
+        outbox.close();
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { run_writer(&outbox, a).await }
+        });
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap().unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn push_waits_at_high_water_and_fails_after_close() {
+        let outbox = Arc::new(Outbox::new(100));
+        outbox.push(BytesMut::from(&[0u8; 150][..])).await.unwrap();
+        assert_eq!(outbox.queued_bytes(), 150);
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.push(BytesMut::from(&[1u8; 10][..])).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        outbox.close();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r, Err(Closed));
+    }
+}

@@ -1,0 +1,565 @@
+//! The server: named objects, one task per connection, one task per call, and
+//! graceful shutdown driven by a [`CancellationToken`].
+//!
+//! Shutdown, step by step: the token is cancelled (by [`ServerHandle::stop`],
+//! by dropping the handle, or by the caller's own token); the listener closes,
+//! so new connections are refused; every connection sends `GoAway`, answers
+//! new requests with `ShuttingDown` and waits for its in-flight calls; after
+//! the grace period, calls still running are dropped. Then the connections
+//! close and `stop` returns.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::{self, ConnectionConfig};
+use crate::connection::{self, Closure, Connection, Inbound};
+use crate::error::Error;
+use crate::object::{DispatchError, Reply, ResolveRequest, Service};
+use crate::transport::{Address, Listener, Stream};
+use crate::wire::{self, FrameBuf, Request, Status};
+
+/// Entry point for building a server: `Server::builder()`.
+#[derive(Debug)]
+pub struct Server(());
+
+impl Server {
+    /// A builder with the defaults: `localhost:9099`, no objects.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// Configures a server: its address, its objects, its limits.
+pub struct ServerBuilder {
+    addr: Address,
+    config: ConnectionConfig,
+    grace_period: Duration,
+    token: Option<CancellationToken>,
+    objects: Vec<(String, Arc<dyn Service>)>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            addr: Address::default(),
+            config: ConnectionConfig::default(),
+            grace_period: config::DEFAULT_GRACE_PERIOD,
+            token: None,
+            objects: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("addr", &self.addr)
+            .field("objects", &self.objects.iter().map(|o| &o.0).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Where to listen. Default `localhost:9099` (bound on 127.0.0.1); use
+    /// port 0 to let the OS pick one (see [`ServerHandle::local_addr`]).
+    pub fn addr(mut self, addr: impl Into<Address>) -> Self {
+        self.addr = addr.into();
+        self
+    }
+
+    /// Exposes `service` under its trait's name (e.g. `"Calculator"`).
+    pub fn expose(self, service: impl Service) -> Self {
+        let name = service.descriptor().trait_name.to_owned();
+        self.expose_as(name, service)
+    }
+
+    /// Exposes `service` under `name`. Exposing two objects under one name
+    /// makes [`ServerBuilder::start`] fail with [`Error::DuplicateObject`].
+    pub fn expose_as(mut self, name: impl Into<String>, service: impl Service) -> Self {
+        self.objects.push((name.into(), Arc::new(service)));
+        self
+    }
+
+    /// Largest request frame accepted, in bytes. Default 16 MiB; clamped to
+    /// 1 KiB ..= 1 GiB. Checked on the length prefix before any allocation.
+    /// Worst case: one frame of this size buffered per connection while it arrives.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = config::clamp_frame_size(bytes);
+        self
+    }
+
+    /// Bytes of replies queued per connection before handlers wait for the
+    /// client to read. Default 1 MiB. Worst case: twice this plus one frame
+    /// per connection.
+    pub fn write_buffer(mut self, bytes: usize) -> Self {
+        self.config.write_buffer = bytes.max(1);
+        self
+    }
+
+    /// Time a new connection has to send its handshake. Default 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Time in-flight calls get to finish after shutdown starts; calls still
+    /// running then are dropped. Default 10 s.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    /// Shuts the server down gracefully when `token` is cancelled. The server
+    /// uses a child of it, so [`ServerHandle::stop`] does not cancel `token`.
+    pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// Binds the address and starts serving in the background. Fails at once
+    /// (no retry) if the address is in use, naming it.
+    pub async fn start(self) -> Result<ServerHandle, Error> {
+        let shared = self.into_shared()?;
+        let (listener, local_addr) = Listener::bind(&shared.bind_addr).await?;
+        tracing::info!(addr = %local_addr, "listening");
+        shared.tracker.spawn(accept_loop(shared.clone(), listener));
+        spawn_supervisor(&shared);
+        Ok(ServerHandle {
+            shared,
+            local_addr,
+        })
+    }
+
+    /// Starts and serves until the shutdown token (see
+    /// [`ServerBuilder::shutdown_token`]) is cancelled, then shuts down gracefully.
+    pub async fn serve(self) -> Result<(), Error> {
+        let handle = self.start().await?;
+        handle.stopped().await;
+        Ok(())
+    }
+
+    fn into_shared(self) -> Result<Arc<Shared>, Error> {
+        let mut by_name = HashMap::new();
+        let mut objects = Vec::with_capacity(self.objects.len());
+        for (name, service) in self.objects {
+            let handle = u32::try_from(objects.len() + 1).map_err(|_| Error::DuplicateObject {
+                name: name.clone(),
+            })?;
+            if by_name.insert(name.clone(), handle).is_some() {
+                return Err(Error::DuplicateObject { name });
+            }
+            objects.push(Exposed { name, service });
+        }
+        let token = self
+            .token
+            .map(|t| t.child_token())
+            .unwrap_or_default();
+        Ok(Arc::new(Shared {
+            bind_addr: self.addr,
+            objects,
+            by_name,
+            config: self.config,
+            grace_period: self.grace_period,
+            token,
+            hard_stop: CancellationToken::new(),
+            stopped: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }))
+    }
+}
+
+struct Exposed {
+    name: String,
+    service: Arc<dyn Service>,
+}
+
+struct Shared {
+    bind_addr: Address,
+    /// Object `handle` is `objects[handle - 1]`; handle 0 is the system object.
+    objects: Vec<Exposed>,
+    by_name: HashMap<String, u32>,
+    config: ConnectionConfig,
+    grace_period: Duration,
+    /// Cancelled to start a graceful shutdown.
+    token: CancellationToken,
+    /// Cancelled when the grace period is over: remaining calls are dropped.
+    hard_stop: CancellationToken,
+    /// Cancelled when everything has stopped.
+    stopped: CancellationToken,
+    /// The accept loop and every connection task.
+    tracker: TaskTracker,
+}
+
+/// A running server. Dropping it starts a graceful shutdown in the background;
+/// call [`ServerHandle::stop`] to wait for it.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    local_addr: Address,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shared.token.cancel();
+    }
+}
+
+impl ServerHandle {
+    /// The address actually bound (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> &Address {
+        &self.local_addr
+    }
+
+    /// The token whose cancellation shuts this server down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.token.clone()
+    }
+
+    /// Shuts down gracefully and returns when every connection has closed:
+    /// at most the grace period plus the time to flush final replies.
+    pub async fn stop(self) {
+        self.shared.token.cancel();
+        self.stopped().await;
+    }
+
+    /// Waits until the server has stopped (after its token is cancelled).
+    pub async fn stopped(&self) {
+        self.shared.stopped.cancelled().await;
+    }
+
+    /// Serves one already-open byte stream (an in-memory pipe, a TLS stream...)
+    /// as if it had been accepted.
+    pub fn serve_io<T>(&self, io: T)
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let stream = Stream::from_io(io, "io".to_owned());
+        if self.shared.token.is_cancelled() {
+            return;
+        }
+        self.shared
+            .tracker
+            .spawn(serve_connection(self.shared.clone(), stream));
+    }
+}
+
+/// Waits for the shutdown signal, enforces the grace period, and marks the end.
+fn spawn_supervisor(shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        shared.token.cancelled().await;
+        tracing::info!("shutting down");
+        shared.tracker.close();
+        tokio::select! {
+            _ = shared.tracker.wait() => {}
+            _ = tokio::time::sleep(shared.grace_period) => {
+                tracing::warn!("grace period over; dropping calls still running");
+                shared.hard_stop.cancel();
+                shared.tracker.wait().await;
+            }
+        }
+        tracing::info!("stopped");
+        shared.stopped.cancel();
+    });
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shared.token.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok(stream) => {
+                shared
+                    .tracker
+                    .spawn(serve_connection(shared.clone(), stream));
+            }
+            Err(e) if is_per_connection(&e) => {
+                tracing::debug!(error = %e, "accept failed for one connection");
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed; pausing");
+                tokio::select! {
+                    _ = shared.token.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+    // Dropping the listener here refuses new connections from now on.
+}
+
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Per-connection serving state: the calls in flight, by request id.
+struct ConnServer {
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    handlers: TaskTracker,
+    in_flight: Arc<Mutex<HashMap<u64, AbortHandle>>>,
+}
+
+async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
+    let span = tracing::debug_span!("ipc.conn", peer = %stream.peer);
+    async move {
+        let handshake = tokio::select! {
+            r = tokio::time::timeout(
+                shared.config.handshake_timeout,
+                connection::handshake_as_server(stream, &shared.config),
+            ) => r,
+            _ = shared.token.cancelled() => return,
+        };
+        let (frames, write, hello, peer) = match handshake {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "handshake failed; closing connection");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("handshake timed out; closing connection");
+                return;
+            }
+        };
+        let conn = Arc::new(Connection::new(
+            &shared.config,
+            connection::peer_limit(&hello),
+            peer,
+        ));
+        let writer = connection::spawn_writer(&conn, write);
+        let server = ConnServer {
+            shared: shared.clone(),
+            conn: conn.clone(),
+            handlers: TaskTracker::new(),
+            in_flight: Arc::default(),
+        };
+        let closure = server.run(frames).await;
+        tracing::debug!(?closure, "connection closing");
+        conn.fail_all(closure);
+        let abort = writer.abort_handle();
+        tokio::select! {
+            _ = writer => {}
+            _ = shared.hard_stop.cancelled() => abort.abort(),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+impl ConnServer {
+    /// Reads and dispatches until the peer leaves, the protocol breaks, or a
+    /// shutdown has drained this connection.
+    async fn run(&self, mut frames: connection::Frames) -> Closure {
+        let shared = &self.shared;
+        let mut draining = false;
+        loop {
+            let frame = tokio::select! {
+                biased;
+                _ = shared.hard_stop.cancelled() => {
+                    self.abort_all();
+                    return Closure::ShuttingDown;
+                }
+                _ = shared.token.cancelled(), if !draining => {
+                    draining = true;
+                    let _ = self.conn.outbox.push_now(FrameBuf::go_away().into_unchecked());
+                    self.handlers.close();
+                    continue;
+                }
+                _ = self.handlers.wait(), if draining => return Closure::ShuttingDown,
+                f = frames.next() => f,
+            };
+            let frame = match frame {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => {
+                    let e = connection::io_to_protocol(e);
+                    tracing::warn!(error = %e, "closing connection");
+                    self.abort_all();
+                    return Closure::Lost(e.to_string());
+                }
+                None => {
+                    tracing::debug!("peer closed the connection");
+                    self.abort_all();
+                    return Closure::Lost("the peer closed the connection".into());
+                }
+            };
+            match self.conn.on_frame(frame) {
+                Ok(None) => {}
+                Ok(Some(Inbound::Request(r))) if draining => {
+                    self.reply(r.id, Reply::error(Status::ShuttingDown, "")).await;
+                }
+                Ok(Some(Inbound::Request(r))) => {
+                    if let Err(e) = self.dispatch(r).await {
+                        tracing::warn!(error = %e, "closing connection");
+                        self.abort_all();
+                        return Closure::Lost(e.to_string());
+                    }
+                }
+                Ok(Some(Inbound::Cancel(id))) => self.cancel(id),
+                Err(e) => {
+                    tracing::warn!(error = %e, "closing connection");
+                    self.abort_all();
+                    return Closure::Lost(e.to_string());
+                }
+            }
+        }
+    }
+
+    async fn reply(&self, id: u64, reply: Reply) {
+        self.conn.send_reply(id, reply.0).await;
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle>> {
+        lock(&self.in_flight)
+    }
+
+    fn cancel(&self, id: u64) {
+        if let Some(h) = self.lock_in_flight().remove(&id) {
+            tracing::debug!(id, "call cancelled by the client");
+            h.abort();
+        }
+    }
+
+    fn abort_all(&self) {
+        for (_, h) in self.lock_in_flight().drain() {
+            h.abort();
+        }
+    }
+
+    /// Starts a request. An error means the peer broke the protocol.
+    async fn dispatch(&self, req: Request) -> Result<(), Error> {
+        if req.object == wire::SYSTEM_OBJECT {
+            let reply = self.system_call(&req);
+            self.reply(req.id, reply).await;
+            return Ok(());
+        }
+        let exposed = usize::try_from(req.object)
+            .ok()
+            .and_then(|h| h.checked_sub(1))
+            .and_then(|i| self.shared.objects.get(i));
+        let Some(exposed) = exposed else {
+            let detail = format!("no object has handle {}", req.object);
+            self.reply(req.id, Reply::error(Status::UnknownObject, &detail))
+                .await;
+            return Ok(());
+        };
+        let descriptor = exposed.service.descriptor();
+        let future = match exposed.service.call(req.method, &req.args) {
+            Ok(f) => f,
+            Err(DispatchError::UnknownMethod(m)) => {
+                let detail = format!(
+                    "object `{}` (trait `{}`) has no method #{m}",
+                    exposed.name, descriptor.trait_name
+                );
+                self.reply(req.id, Reply::error(Status::UnknownMethod, &detail))
+                    .await;
+                return Ok(());
+            }
+            Err(DispatchError::BadArguments(detail)) => {
+                self.reply(req.id, Reply::error(Status::BadRequest, &detail))
+                    .await;
+                return Ok(());
+            }
+        };
+        let method = descriptor
+            .methods
+            .get(usize::from(req.method))
+            .map_or("?", |m| m.name);
+        let span = tracing::debug_span!("ipc.handle", object = %exposed.name, method, id = req.id);
+        let id = req.id;
+        let conn = self.conn.clone();
+        let in_flight = self.in_flight.clone();
+        let task = async move {
+            let reply = match AssertUnwindSafe(future).catch_unwind().await {
+                Ok(reply) => reply,
+                Err(panic) => {
+                    let message = panic_message(panic.as_ref());
+                    tracing::error!(%message, "handler panicked");
+                    Reply::error(Status::Panic, &message)
+                }
+            };
+            lock(&in_flight).remove(&id);
+            conn.send_reply(id, reply.0).await;
+        }
+        .instrument(span);
+        let mut in_flight = self.lock_in_flight();
+        if in_flight.contains_key(&id) {
+            return Err(Error::Protocol {
+                detail: format!("request id {id} is already in flight"),
+            });
+        }
+        let handle = self.handlers.spawn(task);
+        in_flight.insert(id, handle.abort_handle());
+        Ok(())
+    }
+
+    /// The built-in object: method 0 resolves a name to a handle.
+    fn system_call(&self, req: &Request) -> Reply {
+        if req.method != wire::SYSTEM_RESOLVE {
+            return Reply::error(
+                Status::UnknownMethod,
+                &format!("the system object has no method #{}", req.method),
+            );
+        }
+        let lookup: ResolveRequest = match wire::decode(&req.args) {
+            Ok(l) => l,
+            Err(e) => return Reply::error(Status::BadRequest, &e.to_string()),
+        };
+        let Some(&handle) = self.shared.by_name.get(&lookup.name) else {
+            return Reply::error(Status::UnknownObject, &lookup.name);
+        };
+        let exposed = usize::try_from(handle)
+            .ok()
+            .and_then(|h| h.checked_sub(1))
+            .and_then(|i| self.shared.objects.get(i));
+        let Some(exposed) = exposed else {
+            return Reply::error(Status::UnknownObject, &lookup.name);
+        };
+        match exposed.service.descriptor().mismatch(&lookup) {
+            None => Reply::value(&handle),
+            Some(detail) => Reply::error(Status::TraitMismatch, &detail),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections here are single map operations that cannot panic halfway.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}

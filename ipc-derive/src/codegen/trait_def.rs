@@ -1,0 +1,28 @@
+//! The user's trait, with each `async fn` rewritten to return
+//! `impl Future + Send`: implementations still write `async fn`, and the
+//! compiler then proves their futures can run on a multi-threaded server.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{ReturnType, TraitItem};
+
+use crate::model::Trait;
+
+pub(crate) fn generate(model: &Trait) -> TokenStream {
+    let mut item = model.item.clone();
+    let mut returns = model.methods.iter().map(|m| &m.returns);
+    for trait_item in &mut item.items {
+        let TraitItem::Fn(f) = trait_item else {
+            continue;
+        };
+        let Some(ret) = returns.next() else { break };
+        f.sig.asyncness = None;
+        f.sig.output = ReturnType::Type(
+            Default::default(),
+            Box::new(syn::parse_quote! {
+                impl ::core::future::Future<Output = #ret> + ::core::marker::Send
+            }),
+        );
+    }
+    quote!(#item)
+}

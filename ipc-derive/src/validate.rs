@@ -1,0 +1,310 @@
+//! Stage 2: checks the trait against what the runtime supports and builds the
+//! model. Every problem becomes a spanned error saying what *is* allowed; all
+//! of them are reported together.
+
+use quote::ToTokens;
+use syn::spanned::Spanned;
+use syn::{
+    FnArg, GenericArgument, ItemTrait, Pat, PathArguments, ReturnType, TraitItem, TraitItemFn, Type,
+};
+
+use crate::model::{Arg, Method, Output, Trait};
+
+const METHOD_FORM: &str = "`#[expose]` methods must be `async fn name(&self, arg: Type, ..) -> T`";
+
+/// Names the generated proxy already uses for itself.
+const RESERVED: &[&str] = &["object_name", "from_object", "clone", "clone_from", "fmt"];
+
+#[derive(Default)]
+struct Errors {
+    all: Option<syn::Error>,
+    count: usize,
+}
+
+impl Errors {
+    fn push(&mut self, span: impl Spanned, msg: impl std::fmt::Display) {
+        let e = syn::Error::new(span.span(), msg);
+        self.count += 1;
+        match &mut self.all {
+            Some(all) => all.combine(e),
+            None => self.all = Some(e),
+        }
+    }
+}
+
+pub(crate) fn validate(item: &ItemTrait) -> syn::Result<Trait> {
+    let mut errors = Errors::default();
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        errors.push(
+            &item.generics,
+            "`#[expose]` traits cannot be generic: every method needs one concrete wire type",
+        );
+    }
+    if let Some(unsafety) = &item.unsafety {
+        errors.push(unsafety, "`#[expose]` traits cannot be `unsafe`");
+    }
+    if let Some(auto) = &item.auto_token {
+        errors.push(auto, "`#[expose]` traits cannot be `auto` traits");
+    }
+
+    let mut methods = Vec::new();
+    for trait_item in &item.items {
+        match trait_item {
+            TraitItem::Fn(f) => {
+                if let Some(m) = method(f, &mut errors) {
+                    methods.push(m);
+                }
+            }
+            other => errors.push(
+                other,
+                "`#[expose]` traits may contain only `async fn` methods (no associated types, \
+                 constants or macros)",
+            ),
+        }
+    }
+    if methods.len() > usize::from(u16::MAX) {
+        errors.push(&item.ident, "`#[expose]` traits may have at most 65535 methods");
+    }
+    if let Some(e) = errors.all {
+        return Err(e);
+    }
+
+    let mut hasher = Fnv::new();
+    hasher.write(item.ident.to_string().as_bytes());
+    for m in &methods {
+        hasher.write(b"|");
+        hasher.write(m.signature.as_bytes());
+    }
+    Ok(Trait {
+        item: item.clone(),
+        vis: item.vis.clone(),
+        ident: item.ident.clone(),
+        methods,
+        fingerprint: hasher.finish(),
+    })
+}
+
+fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
+    let sig = &f.sig;
+    let before = errors.count;
+    if sig.asyncness.is_none() {
+        errors.push(&sig.fn_token, format!("{METHOD_FORM}; `{}` is not `async`", sig.ident));
+    }
+    if let Some(c) = &sig.constness {
+        errors.push(c, format!("{METHOD_FORM}; `const fn` is not allowed"));
+    }
+    if let Some(u) = &sig.unsafety {
+        errors.push(u, format!("{METHOD_FORM}; `unsafe fn` is not allowed"));
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(abi, format!("{METHOD_FORM}; `extern` is not allowed"));
+    }
+    if let Some(v) = &sig.variadic {
+        errors.push(v, format!("{METHOD_FORM}; variadic arguments are not allowed"));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(
+            &sig.generics,
+            "`#[expose]` methods cannot be generic (no type, lifetime or const parameters, no \
+             `where`): each argument needs one concrete wire type",
+        );
+    }
+    if let Some(body) = &f.default {
+        errors.push(
+            body,
+            "`#[expose]` methods cannot have a default body; implement them in the `impl`",
+        );
+    }
+    let name = sig.ident.to_string();
+    if name.starts_with("__ipc") || RESERVED.contains(&name.as_str()) {
+        errors.push(
+            &sig.ident,
+            format!(
+                "`{name}` collides with a method of the generated proxy; reserved names are {} \
+                 and anything starting with `__ipc`",
+                RESERVED.join(", ")
+            ),
+        );
+    }
+
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(r)) => {
+            if r.reference.is_none() || r.mutability.is_some() || r.colon_token.is_some() {
+                errors.push(
+                    r,
+                    format!("{METHOD_FORM}; the receiver must be `&self` (not `self`, `&mut self` or `self: Type`)"),
+                );
+            }
+        }
+        Some(other) => errors.push(
+            other,
+            format!("{METHOD_FORM}; the first parameter must be `&self`"),
+        ),
+        None => errors.push(
+            &sig.ident,
+            format!("{METHOD_FORM}; `{name}` has no `&self` parameter"),
+        ),
+    }
+
+    let mut args = Vec::new();
+    for input in inputs {
+        let FnArg::Typed(pt) = input else {
+            errors.push(input, "only the first parameter can be `self`");
+            continue;
+        };
+        let ident = match &*pt.pat {
+            Pat::Ident(pi) if pi.by_ref.is_none() && pi.mutability.is_none() && pi.subpat.is_none() => {
+                Some(pi.ident.clone())
+            }
+            _ => None,
+        };
+        let Some(ident) = ident else {
+            errors.push(
+                &pt.pat,
+                "`#[expose]` arguments must be plain names (`name: Type`), not patterns, `_`, \
+                 `mut` or `ref`",
+            );
+            continue;
+        };
+        if ident.to_string().starts_with("__ipc") {
+            errors.push(&ident, "argument names starting with `__ipc` are reserved for generated code");
+        }
+        check_wire_type(&pt.ty, "argument", errors);
+        args.push(Arg {
+            ident,
+            ty: (*pt.ty).clone(),
+        });
+    }
+
+    let returns: Type = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    };
+    check_wire_type(&returns, "return", errors);
+    if errors.count > before {
+        // The caller goes on to check later methods; this one builds nothing.
+        return None;
+    }
+    let output = match result_parts(&returns) {
+        Some((ok, err)) => Output::Fallible { ok, err },
+        None => Output::Value(returns.clone()),
+    };
+    let signature = format!(
+        "{name}({})->{}",
+        args.iter()
+            .map(|a| type_string(&a.ty))
+            .collect::<Vec<_>>()
+            .join(","),
+        type_string(&returns)
+    );
+    Some(Method {
+        ident: sig.ident.clone(),
+        docs: f
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("doc"))
+            .cloned()
+            .collect(),
+        args,
+        returns,
+        output,
+        signature,
+    })
+}
+
+/// Rejects types that cannot cross the wire as owned values.
+fn check_wire_type(ty: &Type, what: &str, errors: &mut Errors) {
+    match ty {
+        Type::Reference(r) => errors.push(
+            r,
+            format!("`#[expose]` {what} types must be owned (`String`, not `&str`; `Vec<T>`, not `&[T]`)"),
+        ),
+        Type::ImplTrait(t) => errors.push(
+            t,
+            format!("`#[expose]` {what} types must be concrete; `impl Trait` is not allowed"),
+        ),
+        Type::TraitObject(t) => errors.push(
+            t,
+            format!("`#[expose]` {what} types must be concrete; `dyn Trait` is not allowed"),
+        ),
+        Type::Ptr(p) => errors.push(p, format!("`#[expose]` {what} types cannot be raw pointers")),
+        _ => {
+            if mentions_self(ty) {
+                errors.push(
+                    ty,
+                    format!("`#[expose]` {what} types cannot mention `Self`; name the type"),
+                );
+            }
+        }
+    }
+}
+
+fn mentions_self(ty: &Type) -> bool {
+    ty.to_token_stream()
+        .into_iter()
+        .any(|t| matches!(t, proc_macro2::TokenTree::Ident(i) if i == "Self"))
+}
+
+/// `Result<T, E>` (as written, by its last path segment) → `(T, E)`.
+fn result_parts(ty: &Type) -> Option<(Type, Type)> {
+    let Type::Path(p) = ty else { return None };
+    if p.qself.is_some() {
+        return None;
+    }
+    let last = p.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let mut types = args.args.iter().filter_map(|a| match a {
+        GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    });
+    let ok = types.next()?;
+    let err = types.next()?;
+    if types.next().is_some() || args.args.len() != 2 {
+        return None;
+    }
+    Some((ok, err))
+}
+
+/// A type as text without insignificant spaces: `Vec<u8>`, `(i64,String)`.
+fn type_string(ty: &Type) -> String {
+    let raw = ty.to_token_stream().to_string();
+    let mut out = String::with_capacity(raw.len());
+    let chars: Vec<char> = raw.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ' ' {
+            let prev = i.checked_sub(1).and_then(|j| chars.get(j)).copied();
+            let next = chars.get(i + 1).copied();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            if word(prev) && word(next) {
+                out.push(' ');
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// 64-bit FNV-1a: small, stable across builds and platforms.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
