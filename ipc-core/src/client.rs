@@ -203,7 +203,8 @@ impl Client {
     /// for `CalculatorProxy`). Fails here, not at the first call, if the server
     /// exposes no such object or exposes a different trait (or version) under it.
     pub async fn get_exposed_object<P: Proxy>(&self) -> Result<P, Error> {
-        self.get_exposed_object_named(P::DESCRIPTOR.trait_name).await
+        self.get_exposed_object_named(P::DESCRIPTOR.trait_name)
+            .await
     }
 
     /// A proxy for the object exposed under `name`. Same checks as
@@ -216,16 +217,17 @@ impl Client {
             descriptor: &SYSTEM_DESCRIPTOR,
         };
         let request = ResolveRequest::new(name, P::DESCRIPTOR);
-        let handle: u32 = system
-            .call(wire::SYSTEM_RESOLVE, &request)
-            .await
-            .map_err(|e| match e {
-                Error::TraitMismatch { detail, .. } => Error::TraitMismatch {
-                    object: name.to_owned(),
-                    detail,
-                },
-                other => other,
-            })?;
+        let handle: u32 =
+            system
+                .call(wire::SYSTEM_RESOLVE, &request)
+                .await
+                .map_err(|e| match e {
+                    Error::TraitMismatch { detail, .. } => Error::TraitMismatch {
+                        object: name.to_owned(),
+                        detail,
+                    },
+                    other => other,
+                })?;
         Ok(P::from_object(ObjectRef {
             client: self.clone(),
             handle,

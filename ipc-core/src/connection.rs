@@ -94,7 +94,9 @@ impl Connection {
     }
 
     /// Allocates a request id and registers a waiter for its response.
-    pub(crate) fn register(&self) -> Result<(u64, oneshot::Receiver<Result<Response, Error>>), Error> {
+    pub(crate) fn register(
+        &self,
+    ) -> Result<(u64, oneshot::Receiver<Result<Response, Error>>), Error> {
         if self.going_away.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
@@ -178,7 +180,12 @@ impl Connection {
         let bytes = match frame.finish(self.peer_max_frame) {
             Ok(b) => b,
             Err(too_large) => {
-                tracing::warn!(id, size = too_large.size, limit = too_large.limit, "reply exceeds the caller's frame limit");
+                tracing::warn!(
+                    id,
+                    size = too_large.size,
+                    limit = too_large.limit,
+                    "reply exceeds the caller's frame limit"
+                );
                 let mut f = match FrameBuf::response(
                     Status::FrameTooLarge,
                     &(too_large.size as u64, too_large.limit as u64),
@@ -227,7 +234,9 @@ fn expect_hello(frame: BytesMut) -> Result<Hello, Error> {
             detail: "expected a hello frame first".into(),
         }),
         Err(wire::ProtocolError::BadMagic(m)) => Err(Error::ProtocolMismatch {
-            detail: format!("the peer sent {m:02x?} instead of the magic bytes; it is not an ipc peer"),
+            detail: format!(
+                "the peer sent {m:02x?} instead of the magic bytes; it is not an ipc peer"
+            ),
         }),
         Err(e) => Err(Error::Protocol {
             detail: e.to_string(),
@@ -237,7 +246,9 @@ fn expect_hello(frame: BytesMut) -> Result<Hello, Error> {
 
 fn version_mismatch(theirs: u16) -> Error {
     Error::ProtocolMismatch {
-        detail: format!("this side speaks protocol version {PROTOCOL_VERSION}, the peer speaks {theirs}"),
+        detail: format!(
+            "this side speaks protocol version {PROTOCOL_VERSION}, the peer speaks {theirs}"
+        ),
     }
 }
 
@@ -246,12 +257,19 @@ pub(crate) async fn handshake_as_client(
     stream: Stream,
     config: &ConnectionConfig,
 ) -> Result<(Frames, BoxedWrite, Hello, String), Error> {
-    let Stream { read, mut write, peer } = stream;
+    let Stream {
+        read,
+        mut write,
+        peer,
+    } = stream;
     let mut frames = FramedRead::with_capacity(read, wire::codec(config.max_frame_size), 8 * 1024);
     let hello = FrameBuf::hello(config.max_frame_size).into_unchecked();
-    write.write_all(&hello).await.map_err(|e| Error::ConnectionLost {
-        reason: format!("sending the handshake: {e}"),
-    })?;
+    write
+        .write_all(&hello)
+        .await
+        .map_err(|e| Error::ConnectionLost {
+            reason: format!("sending the handshake: {e}"),
+        })?;
     let theirs = expect_hello(next_frame(&mut frames).await?)?;
     if theirs.version != PROTOCOL_VERSION {
         return Err(version_mismatch(theirs.version));
@@ -265,13 +283,20 @@ pub(crate) async fn handshake_as_server(
     stream: Stream,
     config: &ConnectionConfig,
 ) -> Result<(Frames, BoxedWrite, Hello, String), Error> {
-    let Stream { read, mut write, peer } = stream;
+    let Stream {
+        read,
+        mut write,
+        peer,
+    } = stream;
     let mut frames = FramedRead::with_capacity(read, wire::codec(config.max_frame_size), 8 * 1024);
     let theirs = expect_hello(next_frame(&mut frames).await?)?;
     let hello = FrameBuf::hello(config.max_frame_size).into_unchecked();
-    write.write_all(&hello).await.map_err(|e| Error::ConnectionLost {
-        reason: format!("sending the handshake: {e}"),
-    })?;
+    write
+        .write_all(&hello)
+        .await
+        .map_err(|e| Error::ConnectionLost {
+            reason: format!("sending the handshake: {e}"),
+        })?;
     if theirs.version != PROTOCOL_VERSION {
         let _ = write.shutdown().await;
         return Err(version_mismatch(theirs.version));

@@ -91,6 +91,11 @@ pub use transport::Address;
 /// else is a compile error that says what is allowed.
 pub use ipc_derive::expose;
 
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme {}
+
 /// What generated code needs. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {

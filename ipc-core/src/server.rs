@@ -65,7 +65,10 @@ impl fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerBuilder")
             .field("addr", &self.addr)
-            .field("objects", &self.objects.iter().map(|o| &o.0).collect::<Vec<_>>())
+            .field(
+                "objects",
+                &self.objects.iter().map(|o| &o.0).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -135,10 +138,7 @@ impl ServerBuilder {
         tracing::info!(addr = %local_addr, "listening");
         shared.tracker.spawn(accept_loop(shared.clone(), listener));
         spawn_supervisor(&shared);
-        Ok(ServerHandle {
-            shared,
-            local_addr,
-        })
+        Ok(ServerHandle { shared, local_addr })
     }
 
     /// Starts and serves until the shutdown token (see
@@ -153,18 +153,14 @@ impl ServerBuilder {
         let mut by_name = HashMap::new();
         let mut objects = Vec::with_capacity(self.objects.len());
         for (name, service) in self.objects {
-            let handle = u32::try_from(objects.len() + 1).map_err(|_| Error::DuplicateObject {
-                name: name.clone(),
-            })?;
+            let handle = u32::try_from(objects.len() + 1)
+                .map_err(|_| Error::DuplicateObject { name: name.clone() })?;
             if by_name.insert(name.clone(), handle).is_some() {
                 return Err(Error::DuplicateObject { name });
             }
             objects.push(Exposed { name, service });
         }
-        let token = self
-            .token
-            .map(|t| t.child_token())
-            .unwrap_or_default();
+        let token = self.token.map(|t| t.child_token()).unwrap_or_default();
         Ok(Arc::new(Shared {
             bind_addr: self.addr,
             objects,
@@ -413,7 +409,8 @@ impl ConnServer {
             match self.conn.on_frame(frame) {
                 Ok(None) => {}
                 Ok(Some(Inbound::Request(r))) if draining => {
-                    self.reply(r.id, Reply::error(Status::ShuttingDown, "")).await;
+                    self.reply(r.id, Reply::error(Status::ShuttingDown, ""))
+                        .await;
                 }
                 Ok(Some(Inbound::Request(r))) => {
                     if let Err(e) = self.dispatch(r).await {

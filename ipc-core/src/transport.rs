@@ -144,8 +144,10 @@ impl Listener {
                     addr: s.clone(),
                     source,
                 };
-                let mut candidates: Vec<SocketAddr> =
-                    tokio::net::lookup_host(s.as_str()).await.map_err(bind_err)?.collect();
+                let mut candidates: Vec<SocketAddr> = tokio::net::lookup_host(s.as_str())
+                    .await
+                    .map_err(bind_err)?
+                    .collect();
                 // `localhost` resolves to both families; prefer IPv4 so the
                 // address is the same on every machine.
                 candidates.sort_by_key(|a| !a.is_ipv4());

@@ -291,7 +291,8 @@ impl FrameBuf {
         let mut f = Self::start(Kind::Hello, 0, HELLO_LEN);
         f.buf.put_slice(&MAGIC);
         f.buf.put_u16_le(PROTOCOL_VERSION);
-        f.buf.put_u32_le(u32::try_from(max_frame_size).unwrap_or(u32::MAX));
+        f.buf
+            .put_u32_le(u32::try_from(max_frame_size).unwrap_or(u32::MAX));
         f
     }
 
@@ -470,6 +471,31 @@ mod tests {
         let mut b = f.finish(usize::MAX).unwrap_or_default();
         b.advance(LENGTH_PREFIX);
         b.freeze()
+    }
+
+    #[test]
+    fn readme_example_bytes_are_exact() {
+        let request = FrameBuf::request(7, 1, 0, 0, &(2i64, 3i64))
+            .unwrap()
+            .into_unchecked();
+        let expected: Vec<u8> = [
+            &[0x23, 0, 0, 0, 1][..],
+            &7u64.to_le_bytes(),
+            &1u32.to_le_bytes(),
+            &0u16.to_le_bytes(),
+            &0u32.to_le_bytes(),
+            &2i64.to_le_bytes(),
+            &3i64.to_le_bytes(),
+        ]
+        .concat();
+        assert_eq!(&request[..], &expected[..]);
+        assert_eq!(request.len(), 39);
+
+        let mut response = FrameBuf::response(Status::Ok, &5i64).unwrap();
+        response.set_id(7);
+        let response = response.into_unchecked();
+        let expected: Vec<u8> = [&[0x12, 0, 0, 0, 2][..], &7u64.to_le_bytes(), &[0], &5i64.to_le_bytes()].concat();
+        assert_eq!(&response[..], &expected[..]);
     }
 
     #[test]
