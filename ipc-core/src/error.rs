@@ -24,6 +24,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// An address string could not be parsed.
+    #[error("invalid address `{addr}`: {reason}")]
+    InvalidAddress {
+        /// The address as given.
+        addr: String,
+        /// What is expected instead.
+        reason: &'static str,
+    },
     /// The server could not listen on its address (most often: the port is in use).
     #[error("could not listen on {addr}: {source}")]
     Bind {

@@ -82,6 +82,9 @@ pub use error::{CallError, Error};
 pub use object::{ObjectDescriptor, Proxy, Service};
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use transport::Address;
+/// The token that drives graceful shutdown ([`ServerBuilder::shutdown_token`]),
+/// re-exported so you need not depend on `tokio-util` yourself.
+pub use tokio_util::sync::CancellationToken;
 
 /// Turns a trait into a remote interface. See the [crate docs](crate).
 ///

@@ -60,12 +60,9 @@ impl FromStr for Address {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
                 Ok(Self::Tcp(s.to_owned()))
             }
-            _ => Err(Error::Connect {
+            _ => Err(Error::InvalidAddress {
                 addr: s.to_owned(),
-                source: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "expected HOST:PORT, for example localhost:9099",
-                ),
+                reason: "expected HOST:PORT, for example localhost:9099",
             }),
         }
     }

@@ -1,0 +1,205 @@
+//! What the example programs share: the [`Greeter`] interface served by
+//! `hello-server` and called by `hello-client`, the `--addr HOST:PORT`
+//! argument both accept, and logging set up from `RUST_LOG`.
+//!
+//! Run them in two terminals:
+//!
+//! ```text
+//! cargo run -p ipc-examples --bin hello-server
+//! cargo run -p ipc-examples --bin hello-client -- World
+//! ```
+
+use std::future::Future;
+use std::io;
+
+use ipc_core::{Address, DEFAULT_ADDR, expose};
+
+/// A remote interface with one method. `#[expose]` also generates
+/// `GreeterServer<T>`, which serves an implementation, and `GreeterProxy`,
+/// which calls one from another process.
+#[expose]
+pub trait Greeter {
+    /// Returns a greeting for `name`.
+    async fn greet(&self, name: String) -> String;
+}
+
+/// The implementation `hello-server` serves: `greet("World")` is `"Hello, World!"`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hello;
+
+impl Greeter for Hello {
+    async fn greet(&self, name: String) -> String {
+        format!("Hello, {name}!")
+    }
+}
+
+/// The command line of a hello program: `[--addr HOST:PORT] [ARGS...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// The address from `--addr HOST:PORT` (or `--addr=HOST:PORT`);
+    /// [`DEFAULT_ADDR`] (`localhost:9099`) when absent.
+    pub addr: Address,
+    /// The other arguments, in order. `--` ends the options, so a name may
+    /// start with `-`.
+    pub rest: Vec<String>,
+}
+
+/// Why [`Args::parse`] did not return arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgsError {
+    /// `-h` or `--help` was given: print the usage and exit 0.
+    Help,
+    /// The arguments are wrong, for the reason given: print it with the usage
+    /// and exit 2.
+    Invalid(String),
+}
+
+impl Args {
+    /// Parses the arguments after the program name, e.g.
+    /// `Args::parse(std::env::args().skip(1))`.
+    ///
+    /// # Errors
+    ///
+    /// [`ArgsError::Help`] for `-h`/`--help`; [`ArgsError::Invalid`] for an
+    /// unknown option, a missing or malformed `--addr` value, or `--addr` twice.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, ArgsError> {
+        let mut addr = None;
+        let mut rest = Vec::new();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let value = match arg.as_str() {
+                "-h" | "--help" => return Err(ArgsError::Help),
+                "--" => {
+                    rest.extend(args.by_ref());
+                    break;
+                }
+                "--addr" => args
+                    .next()
+                    .ok_or_else(|| ArgsError::Invalid("`--addr` needs a value".into()))?,
+                other => match other.strip_prefix("--addr=") {
+                    Some(value) => value.to_owned(),
+                    None if other.starts_with('-') && other != "-" => {
+                        return Err(ArgsError::Invalid(format!("unknown option `{other}`")));
+                    }
+                    None => {
+                        rest.push(arg);
+                        continue;
+                    }
+                },
+            };
+            if addr.is_some() {
+                return Err(ArgsError::Invalid("`--addr` given twice".into()));
+            }
+            addr = Some(parse_addr(&value)?);
+        }
+        Ok(Self {
+            addr: addr.unwrap_or_else(|| Address::from(DEFAULT_ADDR)),
+            rest,
+        })
+    }
+}
+
+fn parse_addr(value: &str) -> Result<Address, ArgsError> {
+    value.parse().map_err(|_| {
+        ArgsError::Invalid(format!(
+            "invalid address `{value}`: expected HOST:PORT, for example {DEFAULT_ADDR}"
+        ))
+    })
+}
+
+/// Logs to stderr at the level `RUST_LOG` asks for (for example
+/// `RUST_LOG=ipc_core=debug`); warnings and errors only when it is unset.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Fails only if a subscriber is already set, which is fine.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// Starts catching Ctrl-C (SIGINT) and returns a future that completes when
+/// one arrives.
+///
+/// The handler is in place when this returns, so a Ctrl-C at any later moment
+/// is caught rather than killing the process. (`tokio::signal::ctrl_c()`
+/// installs its handler only when first awaited, which may be too late for a
+/// server that has already said it is listening.)
+///
+/// # Errors
+///
+/// The handler could not be installed (see `tokio::signal`).
+pub fn ctrl_c() -> io::Result<impl Future<Output = ()>> {
+    #[cfg(unix)]
+    let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    #[cfg(windows)]
+    let mut signal = tokio::signal::windows::ctrl_c()?;
+    Ok(async move {
+        signal.recv().await;
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, ArgsError> {
+        Args::parse(args.iter().map(|s| (*s).to_owned()))
+    }
+
+    fn invalid(args: &[&str]) -> bool {
+        matches!(parse(args), Err(ArgsError::Invalid(_)))
+    }
+
+    #[test]
+    fn addr_defaults_to_localhost_9099() {
+        assert_eq!(
+            parse(&["World"]),
+            Ok(Args {
+                addr: Address::from("localhost:9099"),
+                rest: vec!["World".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn addr_is_taken_in_either_form_and_any_position() {
+        for args in [
+            &["--addr", "127.0.0.1:7000", "World"][..],
+            &["World", "--addr", "127.0.0.1:7000"][..],
+            &["--addr=127.0.0.1:7000", "World"][..],
+        ] {
+            assert_eq!(
+                parse(args),
+                Ok(Args {
+                    addr: Address::from("127.0.0.1:7000"),
+                    rest: vec!["World".into()],
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn double_dash_ends_options() {
+        assert_eq!(
+            parse(&["--", "--addr"]).map(|a| a.rest),
+            Ok(vec!["--addr".to_owned()])
+        );
+    }
+
+    #[test]
+    fn bad_usage_is_invalid() {
+        assert!(invalid(&["--addr"]));
+        assert!(invalid(&["--addr", "nonsense"]));
+        assert!(invalid(&["--addr", "host:notaport"]));
+        assert!(invalid(&["--addr", "a:1", "--addr", "b:2"]));
+        assert!(invalid(&["--verbose"]));
+    }
+
+    #[test]
+    fn help_is_asked_for() {
+        assert_eq!(parse(&["World", "--help"]), Err(ArgsError::Help));
+        assert_eq!(parse(&["-h"]), Err(ArgsError::Help));
+    }
+}

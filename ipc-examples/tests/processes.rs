@@ -1,0 +1,276 @@
+//! Runs the example binaries as real processes, the way a newcomer does.
+//!
+//! Every wait has a deadline, so a hang fails the test instead of stalling the
+//! suite, and a child still running when a test ends is killed. Servers listen
+//! on port 0 and announce their address on stdout; nothing uses port 9099.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long anything may take before the test is declared hung.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running example binary with its output collected in the background.
+struct Running {
+    name: &'static str,
+    child: Child,
+    /// Lines of stdout as they are printed; disconnected at end of output.
+    stdout: mpsc::Receiver<String>,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl Running {
+    fn spawn(name: &'static str, path: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(path)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let out = child.stdout.take().expect("stdout is piped");
+        let (tx, stdout) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().expect("stderr is piped");
+        let stderr = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Self {
+            name,
+            child,
+            stdout,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// The next line the process prints, waiting at most `DEADLINE`.
+    fn next_line(&mut self) -> String {
+        let received = self.stdout.recv_timeout(DEADLINE);
+        match received {
+            Ok(line) => line,
+            Err(e) => {
+                // Kill it first: its stderr is complete only once it has exited.
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let stderr = self.finish_stderr();
+                panic!("{} printed no line ({e:?}); stderr: {stderr}", self.name)
+            }
+        }
+    }
+
+    /// Waits for the process to exit, failing the test after `limit`.
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("{} did not exit within {limit:?}", self.name);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The rest of stdout; call after the process has exited.
+    fn rest_of_stdout(&mut self) -> String {
+        self.stdout.iter().map(|l| l + "\n").collect()
+    }
+
+    /// All of stderr; blocks until the process has closed it.
+    fn finish_stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    #[cfg(unix)]
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT failed");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a finished run printed.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a binary to completion within `DEADLINE`.
+fn run(name: &'static str, path: &str, args: &[&str]) -> Finished {
+    let mut p = Running::spawn(name, path, args);
+    let status = p.wait(DEADLINE);
+    Finished {
+        status,
+        stdout: p.rest_of_stdout(),
+        stderr: p.finish_stderr(),
+    }
+}
+
+fn hello_server(args: &[&str]) -> Running {
+    Running::spawn("hello-server", env!("CARGO_BIN_EXE_hello-server"), args)
+}
+
+fn hello_client(args: &[&str]) -> Finished {
+    run("hello-client", env!("CARGO_BIN_EXE_hello-client"), args)
+}
+
+/// Starts a server on a free port and returns it with the address it announced.
+fn started_server() -> (Running, String) {
+    let mut server = hello_server(&["--addr", "127.0.0.1:0"]);
+    let line = server.next_line();
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"))
+        .to_owned();
+    (server, addr)
+}
+
+/// An address where, almost certainly, nothing listens: a port the OS just
+/// handed out and took back.
+fn unused_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local_addr").to_string()
+}
+
+#[test]
+fn client_prints_the_servers_greeting_and_exits_0() {
+    let (_server, addr) = started_server();
+    let out = hello_client(&["--addr", &addr, "World"]);
+    assert!(
+        out.status.success(),
+        "{:?}; stderr: {}",
+        out.status,
+        out.stderr
+    );
+    assert_eq!(out.stdout, "Hello, World!\n");
+
+    // The server keeps serving: a second client, a name needing `--`.
+    let out = hello_client(&["--addr", &addr, "--", "-Ünïcödé-"]);
+    assert!(
+        out.status.success(),
+        "{:?}; stderr: {}",
+        out.status,
+        out.stderr
+    );
+    assert_eq!(out.stdout, "Hello, -Ünïcödé-!\n");
+}
+
+#[cfg(unix)]
+#[test]
+fn server_exits_0_promptly_on_sigint() {
+    let (mut server, addr) = started_server();
+    // Make sure it is serving, not just bound, before interrupting it.
+    assert!(hello_client(&["--addr", &addr, "World"]).status.success());
+
+    server.interrupt();
+    let status = server.wait(Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "{status:?}; stderr: {}",
+        server.finish_stderr()
+    );
+    assert!(server.rest_of_stdout().contains("stopped"));
+}
+
+#[test]
+fn server_on_a_busy_port_exits_non_zero_at_once_naming_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("local_addr").to_string();
+
+    let mut server = hello_server(&["--addr", &addr]);
+    let status = server.wait(Duration::from_secs(1));
+    let stderr = server.finish_stderr();
+    assert!(!status.success(), "the server started on a busy port");
+    assert!(
+        stderr.contains(&addr),
+        "stderr does not name {addr}: {stderr:?}"
+    );
+    assert_eq!(
+        server.rest_of_stdout(),
+        "",
+        "it must not claim to be listening"
+    );
+}
+
+#[test]
+fn client_without_a_server_exits_1_with_a_message_naming_the_address() {
+    let addr = unused_addr();
+    let out = hello_client(&["--addr", &addr, "World"]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert!(out.stderr.contains(&addr), "stderr: {:?}", out.stderr);
+}
+
+#[test]
+fn bad_usage_prints_the_usage_and_exits_2() {
+    for args in [
+        &[][..],
+        &["a", "b"],
+        &["--addr"],
+        &["--addr", "nonsense", "World"],
+    ] {
+        let out = hello_client(args);
+        assert_eq!(out.status.code(), Some(2), "hello-client {args:?}");
+        assert!(
+            out.stderr.contains("usage: hello-client"),
+            "{:?}",
+            out.stderr
+        );
+    }
+    let mut server = hello_server(&["unexpected"]);
+    assert_eq!(server.wait(DEADLINE).code(), Some(2));
+    assert!(server.finish_stderr().contains("usage: hello-server"));
+}
+
+#[test]
+fn demo_runs_to_completion_showing_the_typed_errors() {
+    let out = run("demo", env!("CARGO_BIN_EXE_demo"), &[]);
+    assert!(
+        out.status.success(),
+        "{:?}; stderr: {}",
+        out.status,
+        out.stderr
+    );
+    assert!(out.stdout.contains("add(2, 3)  = 5"), "{}", out.stdout);
+    assert!(out.stdout.contains("DivideByZero"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("no object named `Abacus`"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("stopped gracefully"), "{}", out.stdout);
+}
