@@ -1,23 +1,20 @@
 //! Criterion benchmarks of `ipc` over loopback TCP: one call at a time, and
 //! 64 calls in flight on one connection.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use benches::{BenchImpl, BenchProxy, BenchServer};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use futures_util_free::join_all;
 use ipc_core::{Client, Server};
 
-mod futures_util_free {
-    /// Awaits every future (tokio tasks) in order.
-    pub async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
-        let mut out = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            out.push(t.await.expect("task"));
-        }
-        out
+/// Awaits every task in order.
+async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.expect("task"));
     }
+    out
 }
 
 fn bench(c: &mut Criterion) {

@@ -8,16 +8,18 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use crate::config::{self, ConnectionConfig};
+use crate::config::{self, ConnectionConfig, Reconnect};
 use crate::connection::{self, Closure, Connection, Frames, Inbound, Response};
 use crate::error::{CallError, Error};
 use crate::object::{ObjectDescriptor, Proxy, Reply, ResolveRequest};
@@ -28,7 +30,10 @@ use crate::wire::{self, FrameBuf, Status};
 ///
 /// Cheap to clone; every clone and every proxy made from it share one
 /// connection. The connection closes when the last of them is dropped, or on
-/// [`Client::close`].
+/// [`Client::close`]. If it is lost (server restart, idle timeout, network),
+/// the next call reconnects (see [`ClientBuilder::reconnect`]); calls that were
+/// in flight fail with [`Error::ConnectionLost`] and are not replayed, except
+/// for methods marked `#[idempotent]`.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
@@ -43,13 +48,72 @@ pub struct Client {
 }
 
 struct ClientInner {
-    conn: Arc<Connection>,
     addr: String,
+    /// Where to reconnect; `None` for clients over a caller-supplied stream.
+    target: Option<Address>,
+    settings: ClientBuilder,
+    link: Mutex<Link>,
+    /// Held while reconnecting, so concurrent calls wait for one attempt.
+    reconnecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Link {
+    conn: Arc<Connection>,
+    /// Bumped on every reconnect; object handles are cached per generation.
+    generation: u32,
 }
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
-        self.conn.outbox.close();
+        self.current().conn.outbox.close();
+    }
+}
+
+impl ClientInner {
+    fn current(&self) -> Link {
+        self.link.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A connection that takes new calls: the current one, or a new one
+    /// (trying at most `max_attempts` times, or the policy's number if less).
+    async fn live(&self, max_attempts: u32) -> Result<Link, Error> {
+        let link = self.current();
+        if link.conn.takes_calls() {
+            return Ok(link);
+        }
+        let mut policy = self.settings.reconnect;
+        policy.max_attempts = policy.max_attempts.min(max_attempts);
+        let Some(target) = self.target.as_ref().filter(|_| policy.max_attempts > 0) else {
+            return Err(link.conn.refusal());
+        };
+        let _one_at_a_time = self.reconnecting.lock().await;
+        let link = self.current();
+        if link.conn.takes_calls() {
+            return Ok(link);
+        }
+        let mut last = link.conn.refusal();
+        for attempt in 0..policy.max_attempts {
+            if attempt > 0 {
+                tokio::time::sleep(policy.backoff(attempt - 1)).await;
+            }
+            match self.settings.open(target).await {
+                Ok(conn) => {
+                    tracing::info!(addr = %self.addr, attempt, "reconnected");
+                    let link = Link {
+                        conn,
+                        generation: link.generation.wrapping_add(1).max(1),
+                    };
+                    *self.link.lock().unwrap_or_else(|p| p.into_inner()) = link.clone();
+                    return Ok(link);
+                }
+                Err(e) => {
+                    tracing::debug!(addr = %self.addr, attempt, error = %e, "reconnect failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
     }
 }
 
@@ -57,7 +121,7 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("addr", &self.inner.addr)
-            .field("closed", &self.inner.conn.is_closed())
+            .field("closed", &self.inner.current().conn.is_closed())
             .finish()
     }
 }
@@ -68,6 +132,8 @@ pub struct ClientBuilder {
     addr: Address,
     config: ConnectionConfig,
     connect_timeout: Duration,
+    call_timeout: Duration,
+    reconnect: Reconnect,
 }
 
 impl Default for ClientBuilder {
@@ -76,6 +142,8 @@ impl Default for ClientBuilder {
             addr: Address::default(),
             config: ConnectionConfig::default(),
             connect_timeout: config::DEFAULT_CONNECT_TIMEOUT,
+            call_timeout: config::DEFAULT_CALL_TIMEOUT,
+            reconnect: Reconnect::default(),
         }
     }
 }
@@ -109,51 +177,87 @@ impl ClientBuilder {
         self
     }
 
+    /// Default deadline of every call made through this client's proxies
+    /// (reconnecting included). Default 60 s. Override per proxy with the
+    /// generated `with_timeout`. The server drops a call whose deadline passed.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// How to reconnect after the connection is lost. Default: 5 attempts,
+    /// backoff 50 ms doubling up to 1 s. [`Reconnect::NEVER`] turns it off.
+    pub fn reconnect(mut self, policy: Reconnect) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
     /// Connects to the configured address.
     pub async fn connect(self) -> Result<Client, Error> {
-        let addr = self.addr.to_string();
-        let timed_out = || Error::Connect {
-            addr: addr.clone(),
-            source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
-        };
-        let stream = tokio::time::timeout(self.connect_timeout, transport::connect(&self.addr))
-            .await
-            .map_err(|_| timed_out())??;
-        tokio::time::timeout(self.connect_timeout, self.start(stream, addr.clone()))
-            .await
-            .map_err(|_| timed_out())?
+        let target = self.addr.clone();
+        let conn = self.open(&target).await?;
+        Ok(self.into_client(conn, target.to_string(), Some(target)))
     }
 
     /// Runs the client over an already-open byte stream (an in-memory pipe,
-    /// a TLS stream...).
+    /// a TLS stream...). Such a client cannot reconnect.
     pub async fn connect_io<T>(self, io: T) -> Result<Client, Error>
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
         let stream = Stream::from_io(io, "io".to_owned());
-        let fut = self.start(stream, "io".to_owned());
-        tokio::time::timeout(self.connect_timeout, fut)
+        let conn = tokio::time::timeout(self.connect_timeout, self.start(stream))
             .await
             .map_err(|_| Error::Connect {
                 addr: "io".to_owned(),
                 source: io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"),
-            })?
+            })??;
+        Ok(self.into_client(conn, "io".to_owned(), None))
     }
 
-    async fn start(&self, stream: Stream, addr: String) -> Result<Client, Error> {
+    fn into_client(self, conn: Arc<Connection>, addr: String, target: Option<Address>) -> Client {
+        tracing::debug!(%addr, "connected");
+        Client {
+            inner: Arc::new(ClientInner {
+                addr,
+                target,
+                settings: self,
+                link: Mutex::new(Link {
+                    conn,
+                    generation: 1,
+                }),
+                reconnecting: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Connects and handshakes, within the connect timeout.
+    async fn open(&self, target: &Address) -> Result<Arc<Connection>, Error> {
+        let addr = target.to_string();
+        let timed_out = || Error::Connect {
+            addr: addr.clone(),
+            source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+        };
+        tokio::time::timeout(self.connect_timeout, async {
+            let stream = transport::connect(target).await?;
+            self.start(stream).await
+        })
+        .await
+        .map_err(|_| timed_out())?
+    }
+
+    async fn start(&self, stream: Stream) -> Result<Arc<Connection>, Error> {
         let (frames, write, hello, peer) =
             connection::handshake_as_client(stream, &self.config).await?;
         let conn = Arc::new(Connection::new(
             &self.config,
             connection::peer_limit(&hello),
             peer,
+            Arc::default(),
         ));
         let writer = connection::spawn_writer(&conn, write);
         tokio::spawn(read_loop(conn.clone(), frames, writer));
-        tracing::debug!(%addr, "connected");
-        Ok(Client {
-            inner: Arc::new(ClientInner { conn, addr }),
-        })
+        Ok(conn)
     }
 }
 
@@ -167,7 +271,9 @@ async fn read_loop(
         let frame = match frames.next().await {
             Some(Ok(f)) => f,
             Some(Err(e)) => break Closure::Lost(connection::io_to_protocol(e).to_string()),
-            None if conn.is_going_away() => break Closure::ShuttingDown,
+            None if conn.is_going_away() => {
+                break Closure::Lost("the server shut down before answering".into());
+            }
             None => break Closure::Lost("the server closed the connection".into()),
         };
         match conn.on_frame(frame) {
@@ -210,65 +316,51 @@ impl Client {
     /// A proxy for the object exposed under `name`. Same checks as
     /// [`Client::get_exposed_object`].
     pub async fn get_exposed_object_named<P: Proxy>(&self, name: &str) -> Result<P, Error> {
-        let system = ObjectRef {
+        let object = ObjectRef {
             client: self.clone(),
-            handle: wire::SYSTEM_OBJECT,
-            name: Arc::from("$system"),
-            descriptor: &SYSTEM_DESCRIPTOR,
-        };
-        let request = ResolveRequest::new(name, P::DESCRIPTOR);
-        let handle: u32 =
-            system
-                .call(wire::SYSTEM_RESOLVE, &request)
-                .await
-                .map_err(|e| match e {
-                    Error::TraitMismatch { detail, .. } => Error::TraitMismatch {
-                        object: name.to_owned(),
-                        detail,
-                    },
-                    other => other,
-                })?;
-        Ok(P::from_object(ObjectRef {
-            client: self.clone(),
-            handle,
             name: Arc::from(name),
             descriptor: P::DESCRIPTOR,
-        }))
+            cached: Arc::new(AtomicU64::new(0)),
+            timeout: self.inner.settings.call_timeout,
+        };
+        let timeout = object.timeout;
+        tokio::time::timeout(timeout, async {
+            let link = self.inner.live(u32::MAX).await?;
+            object.handle_on(&link).await
+        })
+        .await
+        .map_err(|_| Error::Timeout { after: timeout })??;
+        Ok(P::from_object(object))
     }
 
     /// Closes the connection: queued requests are still sent, calls waiting
     /// for a reply fail with [`Error::ConnectionLost`] once the server hangs up.
+    /// Later calls reconnect (if the client has an address and reconnecting is on).
     pub fn close(&self) {
-        self.inner.conn.outbox.close();
+        self.inner.current().conn.outbox.close();
     }
 
-    /// Whether the connection has ended.
+    /// Whether the current connection has ended.
     pub fn is_closed(&self) -> bool {
-        self.inner.conn.is_closed()
+        self.inner.current().conn.is_closed()
     }
 
-    /// The address this client connected to.
+    /// The address this client connects to.
     pub fn addr(&self) -> &str {
         &self.inner.addr
     }
 }
 
-static SYSTEM_DESCRIPTOR: ObjectDescriptor = ObjectDescriptor {
-    trait_name: "$system",
-    methods: &[crate::object::MethodDescriptor {
-        name: "resolve",
-        signature: "resolve(ResolveRequest)->u32",
-    }],
-    fingerprint: 0,
-};
-
 /// A resolved remote object: what a generated proxy wraps. Cheap to clone.
 #[derive(Clone)]
 pub struct ObjectRef {
     client: Client,
-    handle: u32,
     name: Arc<str>,
     descriptor: &'static ObjectDescriptor,
+    /// `(generation << 32) | handle` of the last lookup, shared by clones;
+    /// 0 means not looked up on any connection yet.
+    cached: Arc<AtomicU64>,
+    timeout: Duration,
 }
 
 impl fmt::Debug for ObjectRef {
@@ -276,7 +368,7 @@ impl fmt::Debug for ObjectRef {
         f.debug_struct("ObjectRef")
             .field("name", &self.name)
             .field("trait", &self.descriptor.trait_name)
-            .field("handle", &self.handle)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -297,6 +389,10 @@ impl Drop for CallGuard<'_> {
     }
 }
 
+/// Extra attempts for a call that did not run (any method) or whose
+/// connection was lost (`#[idempotent]` methods only).
+const MAX_RETRIES: u32 = 2;
+
 impl ObjectRef {
     /// The name the object was looked up under.
     pub fn name(&self) -> &str {
@@ -306,6 +402,19 @@ impl ObjectRef {
     /// The client this object is reached through.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The deadline applied to each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The same object with another per-call deadline.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
     }
 
     /// Calls a method that returns a plain value.
@@ -318,9 +427,9 @@ impl ObjectRef {
         A: Serialize + ?Sized,
         R: DeserializeOwned + 'a,
     {
-        let frame = FrameBuf::request(0, self.handle, method, 0, args);
+        let frame = FrameBuf::request(0, 0, method, self.deadline_ms(), args);
         async move {
-            let response = self.round_trip(method, frame).await?;
+            let response = self.invoke(method, frame).await?;
             match response.status {
                 Status::Ok => decode_body(&response),
                 Status::AppError => Err(Error::Protocol {
@@ -342,9 +451,9 @@ impl ObjectRef {
         T: DeserializeOwned + 'a,
         E: DeserializeOwned + 'a,
     {
-        let frame = FrameBuf::request(0, self.handle, method, 0, args);
+        let frame = FrameBuf::request(0, 0, method, self.deadline_ms(), args);
         async move {
-            let response = self.round_trip(method, frame).await?;
+            let response = self.invoke(method, frame).await?;
             match response.status {
                 Status::Ok => Ok(decode_body(&response)?),
                 Status::AppError => Err(CallError::App(decode_body(&response)?)),
@@ -353,68 +462,110 @@ impl ObjectRef {
         }
     }
 
-    async fn round_trip(
+    /// The deadline as sent to the server: whole milliseconds, rounded up.
+    fn deadline_ms(&self) -> u32 {
+        let ms = self.timeout.as_micros().div_ceil(1000);
+        u32::try_from(ms).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// Sends the request (reconnecting and retrying as allowed) under the
+    /// call's deadline and returns the raw response.
+    async fn invoke(
         &self,
         method: u16,
         frame: Result<FrameBuf, wire::EncodeError>,
     ) -> Result<Response, Error> {
-        let method_name = self
-            .descriptor
-            .methods
-            .get(usize::from(method))
-            .map_or("?", |m| m.name);
+        let info = self.descriptor.methods.get(usize::from(method));
+        let method_name = info.map_or("?", |m| m.name);
+        let idempotent = info.is_some_and(|m| m.idempotent);
         let span = tracing::debug_span!(
             "ipc.call",
             object = %self.name,
             method = method_name,
             id = tracing::field::Empty,
         );
-        let conn = &*self.client.inner.conn;
-        async move {
-            let mut frame = frame.map_err(|e| Error::Encode {
-                detail: e.to_string(),
-            })?;
-            let size = frame.body_len();
-            if size > conn.peer_max_frame {
-                return Err(Error::FrameTooLarge {
-                    size,
-                    limit: conn.peer_max_frame,
-                });
+        let frame = frame.map_err(|e| Error::Encode {
+            detail: e.to_string(),
+        })?;
+        let attempts = async {
+            let mut frame = frame;
+            let mut attempt = 0;
+            let mut did_not_run: Option<Error> = None;
+            loop {
+                // A call that did not run is sent again only if one new
+                // connection can be had at once: a server shutting down for
+                // good must not make the caller wait through the backoff.
+                let link = match did_not_run.take() {
+                    None => self.client.inner.live(u32::MAX).await?,
+                    Some(refusal) => match self.client.inner.live(1).await {
+                        Ok(link) => link,
+                        Err(_) => return Err(refusal),
+                    },
+                };
+                frame.set_object(self.handle_on(&link).await?);
+                let (result, sent) = round_trip(&link.conn, frame).await;
+                // The call never left, or the server says it did not run:
+                // sending it again (on a new connection) is safe for any
+                // method. If it may have run, only idempotent methods go again.
+                let not_run = sent.as_ref().is_some_and(|s| !s.left)
+                    || matches!(&result, Ok(r) if r.status == Status::ShuttingDown)
+                    || matches!(&result, Err(Error::ShuttingDown));
+                let retry =
+                    not_run || matches!(&result, Err(e) if idempotent && e.is_connection_error());
+                match sent {
+                    Some(sent) if retry && attempt < MAX_RETRIES => {
+                        attempt += 1;
+                        tracing::debug!(attempt, not_run, "sending the call again");
+                        frame = FrameBuf::reopen(&sent.bytes);
+                        if not_run {
+                            did_not_run = Some(result.err().unwrap_or(Error::ShuttingDown));
+                        }
+                    }
+                    _ => return result,
+                }
             }
-            let (id, rx) = conn.register()?;
-            tracing::Span::current().record("id", id);
-            frame.set_id(id);
-            let mut guard = CallGuard {
-                conn,
-                id,
-                armed: true,
-            };
-            let bytes = frame.into_unchecked();
-            if conn.outbox.push(bytes).await.is_err() {
-                return Err(conn.register().err().unwrap_or(Error::ConnectionLost {
-                    reason: "the connection is closed".into(),
-                }));
-            }
-            let result = rx.await;
-            guard.armed = false;
-            match result {
-                Ok(r) => r,
-                Err(_) => Err(Error::ConnectionLost {
-                    reason: "the connection ended".into(),
-                }),
-            }
+        };
+        tokio::time::timeout(self.timeout, attempts)
+            .instrument(span)
+            .await
+            .map_err(|_| Error::Timeout {
+                after: self.timeout,
+            })?
+    }
+
+    /// The object's handle on this connection, looking it up (and checking
+    /// the trait) once per connection.
+    async fn handle_on(&self, link: &Link) -> Result<u32, Error> {
+        let cached = self.cached.load(Ordering::Acquire);
+        if cached >> 32 == u64::from(link.generation) {
+            return Ok(cached as u32);
         }
-        .instrument(span)
-        .await
+        let request = ResolveRequest::new(&self.name, self.descriptor);
+        let frame = FrameBuf::request(
+            0,
+            wire::SYSTEM_OBJECT,
+            wire::SYSTEM_RESOLVE,
+            self.deadline_ms(),
+            &request,
+        )
+        .map_err(|e| Error::Encode {
+            detail: e.to_string(),
+        })?;
+        let response = round_trip(&link.conn, frame).await.0?;
+        let handle: u32 = match response.status {
+            Status::Ok => decode_body(&response)?,
+            other => return Err(self.status_error(other, &response.body)),
+        };
+        self.cached.store(
+            (u64::from(link.generation) << 32) | u64::from(handle),
+            Ordering::Release,
+        );
+        Ok(handle)
     }
 
     fn status_error(&self, status: Status, body: &[u8]) -> Error {
         let detail = || wire::decode::<String>(body).unwrap_or_default();
         match status {
-            // A lookup names the object in the detail; a call knows it itself.
-            Status::UnknownObject if self.handle == wire::SYSTEM_OBJECT => {
-                Error::UnknownObject { name: detail() }
-            }
             Status::UnknownObject => Error::UnknownObject {
                 name: self.name.to_string(),
             },
@@ -426,6 +577,7 @@ impl ObjectRef {
             Status::BadRequest => Error::BadRequest { detail: detail() },
             Status::Panic => Error::RemotePanic { message: detail() },
             Status::ShuttingDown => Error::ShuttingDown,
+            Status::Overloaded => Error::Overloaded { detail: detail() },
             Status::FrameTooLarge => {
                 let (size, limit) = wire::decode::<(u64, u64)>(body).unwrap_or_default();
                 Error::FrameTooLarge {
@@ -439,6 +591,57 @@ impl ObjectRef {
             },
         }
     }
+}
+
+/// The request bytes of an attempt, kept (shared, not copied) in case the
+/// call is sent again.
+struct Sent {
+    bytes: Bytes,
+    /// Whether the bytes were handed to the connection; if not, the call
+    /// certainly did not run.
+    left: bool,
+}
+
+/// One request on one connection: register, send, wait for the response.
+async fn round_trip(
+    conn: &Connection,
+    mut frame: FrameBuf,
+) -> (Result<Response, Error>, Option<Sent>) {
+    let size = frame.body_len();
+    if size > conn.peer_max_frame {
+        let error = Error::FrameTooLarge {
+            size,
+            limit: conn.peer_max_frame,
+        };
+        return (Err(error), None);
+    }
+    let (id, rx) = match conn.register() {
+        Ok(registered) => registered,
+        Err(e) => {
+            let bytes = frame.into_unchecked().freeze();
+            return (Err(e), Some(Sent { bytes, left: false }));
+        }
+    };
+    tracing::Span::current().record("id", id);
+    frame.set_id(id);
+    let bytes = frame.into_unchecked().freeze();
+    let mut guard = CallGuard {
+        conn,
+        id,
+        armed: true,
+    };
+    if conn.outbox.push(bytes.clone()).await.is_err() {
+        return (Err(conn.refusal()), Some(Sent { bytes, left: false }));
+    }
+    let result = rx.await;
+    guard.armed = false;
+    let result = match result {
+        Ok(r) => r,
+        Err(_) => Err(Error::ConnectionLost {
+            reason: "the connection ended".into(),
+        }),
+    };
+    (result, Some(Sent { bytes, left: true }))
 }
 
 fn decode_body<T: DeserializeOwned>(response: &Response) -> Result<T, Error> {

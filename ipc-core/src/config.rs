@@ -25,6 +25,58 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 /// Default time a client waits for a TCP connection and handshake: 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default deadline of every call: 60 s (generous, but a lost server never
+/// blocks a caller forever).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default most connections a server keeps open at once: 4096.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default most calls in flight on one connection: 4096.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+/// Default time a connection with no calls and no traffic stays open: 5 min.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default reconnect policy: 5 attempts, backoff 50 ms doubling to 1 s.
+pub const DEFAULT_RECONNECT: Reconnect = Reconnect {
+    max_attempts: 5,
+    initial_backoff: Duration::from_millis(50),
+    max_backoff: Duration::from_secs(1),
+};
+
+/// How a client re-establishes a lost connection (on the next call that needs it).
+///
+/// Attempt `n` (from 0) waits `min(initial_backoff * 2^n, max_backoff)` after
+/// a failure before the next; after `max_attempts` failed attempts the call
+/// fails with the last connect error. The call's deadline bounds it all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    /// Connection attempts per call that needs a connection; 0 disables reconnecting.
+    pub max_attempts: u32,
+    /// Wait after the first failed attempt.
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+}
+
+impl Reconnect {
+    /// Never reconnect: once the connection is lost, calls fail.
+    pub const NEVER: Self = Self {
+        max_attempts: 0,
+        initial_backoff: Duration::ZERO,
+        max_backoff: Duration::ZERO,
+    };
+
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        DEFAULT_RECONNECT
+    }
+}
 
 /// Settings of one connection, either side.
 #[derive(Debug, Clone)]

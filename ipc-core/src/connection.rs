@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -64,6 +64,9 @@ pub(crate) struct Connection {
     pending: Mutex<Pending>,
     next_id: AtomicU64,
     going_away: AtomicBool,
+    /// The highest request id the peer said it read (from its last go-away);
+    /// `u64::MAX` until it says.
+    peer_last_read: AtomicU64,
     /// The largest frame the peer accepts (from its handshake).
     pub(crate) peer_max_frame: usize,
     /// Who is on the other end, for logs.
@@ -77,12 +80,18 @@ pub(crate) enum Inbound {
 }
 
 impl Connection {
-    pub(crate) fn new(config: &ConnectionConfig, peer_max_frame: usize, peer: String) -> Self {
+    pub(crate) fn new(
+        config: &ConnectionConfig,
+        peer_max_frame: usize,
+        peer: String,
+        buffered: Arc<AtomicUsize>,
+    ) -> Self {
         Self {
-            outbox: Outbox::new(config.write_buffer),
+            outbox: Outbox::new(config.write_buffer, buffered),
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
             going_away: AtomicBool::new(false),
+            peer_last_read: AtomicU64::new(u64::MAX),
             peer_max_frame,
             peer,
         }
@@ -127,10 +136,34 @@ impl Connection {
             }
             std::mem::take(&mut p.calls)
         };
-        for (_, waiter) in calls {
-            let _ = waiter.send(Err(closure.to_error()));
+        // Requests the peer says it never read did not run: they fail with
+        // `ShuttingDown`, which callers may safely send again elsewhere.
+        let last_read = self.peer_last_read.load(Ordering::Acquire);
+        for (id, waiter) in calls {
+            let error = if id > last_read {
+                Error::ShuttingDown
+            } else {
+                closure.to_error()
+            };
+            let _ = waiter.send(Err(error));
         }
         self.outbox.close();
+    }
+
+    /// Whether new calls may start here: open, and the peer is not going away.
+    pub(crate) fn takes_calls(&self) -> bool {
+        !self.is_going_away() && !self.is_closed()
+    }
+
+    /// The error a call gets when this connection cannot take it.
+    pub(crate) fn refusal(&self) -> Error {
+        match &self.pending().closed {
+            Some(c) => c.to_error(),
+            None if self.is_going_away() => Error::ShuttingDown,
+            None => Error::ConnectionLost {
+                reason: "the connection is closed".into(),
+            },
+        }
     }
 
     /// Whether the peer announced it is going away.
@@ -153,14 +186,26 @@ impl Connection {
                     Some(w) => {
                         let _ = w.send(Ok(Response { status, body }));
                     }
-                    None => tracing::trace!(id, "response for a call nobody waits for"),
+                    // A call abandoned by its caller (timeout, drop) may still
+                    // be answered; an id never issued is a protocol violation.
+                    None if id != 0 && id < self.next_id.load(Ordering::Relaxed) => {
+                        tracing::trace!(id, "response for an abandoned call");
+                    }
+                    None => {
+                        return Err(Error::Protocol {
+                            detail: format!("a response to request {id}, which was never sent"),
+                        });
+                    }
                 }
                 Ok(None)
             }
             Ok(Message::Request(r)) => Ok(Some(Inbound::Request(r))),
             Ok(Message::Cancel { id }) => Ok(Some(Inbound::Cancel(id))),
-            Ok(Message::GoAway) => {
-                tracing::debug!(peer = %self.peer, "peer is going away");
+            Ok(Message::GoAway { last_request, .. }) => {
+                tracing::debug!(peer = %self.peer, ?last_request, "peer is going away");
+                if let Some(last) = last_request {
+                    self.peer_last_read.store(last, Ordering::Release);
+                }
                 self.going_away.store(true, Ordering::Release);
                 Ok(None)
             }
@@ -230,6 +275,12 @@ pub(crate) fn io_to_protocol(e: std::io::Error) -> Error {
 fn expect_hello(frame: BytesMut) -> Result<Hello, Error> {
     match wire::parse(frame.freeze()) {
         Ok(Message::Hello(h)) => Ok(h),
+        Ok(Message::GoAway { reason, .. }) if reason == wire::GOAWAY_CONNECTION_LIMIT => {
+            Err(Error::Overloaded {
+                detail: "the server is at its connection limit".into(),
+            })
+        }
+        Ok(Message::GoAway { .. }) => Err(Error::ShuttingDown),
         Ok(_) => Err(Error::Protocol {
             detail: "expected a hello frame first".into(),
         }),

@@ -99,6 +99,20 @@ pub enum Error {
         /// The receiver's limit in bytes.
         limit: usize,
     },
+    /// The call's deadline passed before its reply arrived. The server was told
+    /// to drop the call; the connection stays usable.
+    #[error("the call timed out after {after:?}")]
+    Timeout {
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
+    /// The server refused the work for lack of capacity (connection limit, or
+    /// too many calls in flight on this connection). Nothing ran.
+    #[error("the server is overloaded: {detail}")]
+    Overloaded {
+        /// Which limit was hit.
+        detail: String,
+    },
     /// The remote handler panicked. The server and the connection keep working.
     #[error("the remote method panicked: {message}")]
     RemotePanic {

@@ -81,10 +81,10 @@ pub use config::{DEFAULT_ADDR, DEFAULT_HOST, DEFAULT_PORT};
 pub use error::{CallError, Error};
 pub use object::{ObjectDescriptor, Proxy, Service};
 pub use server::{Server, ServerBuilder, ServerHandle};
-pub use transport::Address;
 /// The token that drives graceful shutdown ([`ServerBuilder::shutdown_token`]),
 /// re-exported so you need not depend on `tokio-util` yourself.
 pub use tokio_util::sync::CancellationToken;
+pub use transport::Address;
 
 /// Turns a trait into a remote interface. See the [crate docs](crate).
 ///

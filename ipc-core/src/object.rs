@@ -31,6 +31,9 @@ pub struct MethodDescriptor {
     pub name: &'static str,
     /// Its signature as written: `name(ArgType,..)->Ret`.
     pub signature: &'static str,
+    /// Marked `#[idempotent]`: safe to run twice, so retried automatically
+    /// when the connection is lost mid-call.
+    pub idempotent: bool,
 }
 
 impl ObjectDescriptor {

@@ -8,12 +8,15 @@
 //!
 //! Memory is bounded: [`Outbox::push`] waits while `high_water` bytes are
 //! queued, so at most `high_water + one frame` bytes sit in the queue and the
-//! same again in the writer's hands.
+//! same again in the writer's hands. Every byte from append until written is
+//! counted in a shared gauge (the server sums its connections in it).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -50,15 +53,18 @@ pub(crate) struct Outbox {
     /// Wakes pushers waiting for space.
     space: Notify,
     high_water: usize,
+    /// Bytes appended and not yet written (queue + writer's batch), shared.
+    gauge: Arc<AtomicUsize>,
 }
 
 impl Outbox {
-    pub(crate) fn new(high_water: usize) -> Self {
+    pub(crate) fn new(high_water: usize, gauge: Arc<AtomicUsize>) -> Self {
         Self {
             state: Mutex::new(State::default()),
             wake_writer: Notify::new(),
             space: Notify::new(),
             high_water,
+            gauge,
         }
     }
 
@@ -69,7 +75,8 @@ impl Outbox {
     }
 
     /// Appends a complete frame, waiting while the queue is over its high-water mark.
-    pub(crate) async fn push(&self, frame: BytesMut) -> Result<(), Closed> {
+    pub(crate) async fn push(&self, frame: impl Into<Bytes>) -> Result<(), Closed> {
+        let frame = frame.into();
         loop {
             let mut notified = pin!(self.space.notified());
             notified.as_mut().enable();
@@ -89,7 +96,8 @@ impl Outbox {
 
     /// Appends a frame without waiting for space. For small control frames
     /// (cancel, go-away) that must go out even from synchronous code.
-    pub(crate) fn push_now(&self, frame: BytesMut) -> Result<(), Closed> {
+    pub(crate) fn push_now(&self, frame: impl Into<Bytes>) -> Result<(), Closed> {
+        let frame = frame.into();
         let mut st = self.lock();
         if st.closed {
             return Err(Closed);
@@ -98,9 +106,26 @@ impl Outbox {
         Ok(())
     }
 
-    fn append(&self, st: &mut State, frame: BytesMut) {
+    /// Waits until the queue is below its high-water mark (or closed). Used to
+    /// stop reading requests while replies cannot be sent.
+    pub(crate) async fn has_space(&self) {
+        loop {
+            let mut notified = pin!(self.space.notified());
+            notified.as_mut().enable();
+            {
+                let st = self.lock();
+                if st.closed || st.queued < self.high_water {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn append(&self, st: &mut State, frame: Bytes) {
         let was_empty = st.queued == 0;
         st.queued += frame.len();
+        self.gauge.fetch_add(frame.len(), Ordering::Relaxed);
         if frame.len() <= COALESCE_MAX {
             st.small.extend_from_slice(&frame);
         } else {
@@ -108,7 +133,7 @@ impl Outbox {
                 let small = st.small.split().freeze();
                 st.chunks.push_back(small);
             }
-            st.chunks.push_back(frame.freeze());
+            st.chunks.push_back(frame);
         }
         if was_empty {
             self.wake_writer.notify_one();
@@ -123,8 +148,13 @@ impl Outbox {
     }
 
     /// Bytes queued and not yet taken by the writer.
-    pub(crate) fn queued_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn queued_bytes(&self) -> usize {
         self.lock().queued
+    }
+
+    fn written(&self, bytes: usize) {
+        self.gauge.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Moves everything queued into `batch`. Returns false when closed and empty.
@@ -155,6 +185,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut batch = VecDeque::new();
+    // Releases from the gauge whatever is not written, however this ends
+    // (including the task being aborted).
+    let mut release = Release { outbox, in_hand: 0 };
     let result = async {
         loop {
             if !outbox.take(&mut batch) {
@@ -164,8 +197,10 @@ where
                 outbox.wake_writer.notified().await;
                 continue;
             }
+            release.in_hand = batch.iter().map(Bytes::len).sum();
             write_batch(&mut io, &mut batch).await?;
             io.flush().await?;
+            outbox.written(std::mem::take(&mut release.in_hand));
         }
         io.shutdown().await
     }
@@ -174,6 +209,25 @@ where
         outbox.close();
     }
     result
+}
+
+struct Release<'a> {
+    outbox: &'a Outbox,
+    in_hand: usize,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let queued = {
+            let mut st = self.outbox.lock();
+            st.closed = true;
+            st.chunks.clear();
+            st.small = BytesMut::new();
+            std::mem::take(&mut st.queued)
+        };
+        self.outbox.written(self.in_hand + queued);
+        self.outbox.space.notify_waiters();
+    }
 }
 
 async fn write_batch<W>(io: &mut W, batch: &mut VecDeque<Bytes>) -> io::Result<()>
@@ -218,7 +272,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_arrive_in_order_small_and_large_mixed() {
-        let outbox = Arc::new(Outbox::new(1 << 20));
+        let outbox = Arc::new(Outbox::new(1 << 20, Arc::default()));
         let (a, mut b) = tokio::io::duplex(1 << 16);
         let mut expected = Vec::new();
         for i in 0..50u8 {
@@ -240,7 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn push_waits_at_high_water_and_fails_after_close() {
-        let outbox = Arc::new(Outbox::new(100));
+        let outbox = Arc::new(Outbox::new(100, Arc::default()));
         outbox.push(BytesMut::from(&[0u8; 150][..])).await.unwrap();
         assert_eq!(outbox.queued_bytes(), 150);
         let waiting = tokio::spawn({

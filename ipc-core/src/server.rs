@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,6 +45,7 @@ impl Server {
 pub struct ServerBuilder {
     addr: Address,
     config: ConnectionConfig,
+    limits: Limits,
     grace_period: Duration,
     token: Option<CancellationToken>,
     objects: Vec<(String, Arc<dyn Service>)>,
@@ -54,6 +56,7 @@ impl Default for ServerBuilder {
         Self {
             addr: Address::default(),
             config: ConnectionConfig::default(),
+            limits: Limits::default(),
             grace_period: config::DEFAULT_GRACE_PERIOD,
             token: None,
             objects: Vec::new(),
@@ -116,6 +119,33 @@ impl ServerBuilder {
         self
     }
 
+    /// Most connections open at once. Default 4096. A connection beyond it is
+    /// answered with a go-away (the client's connect fails with
+    /// [`Error::Overloaded`]) and closed. Worst-case memory is this many
+    /// times the per-connection worst case (one frame being read plus twice
+    /// the write buffer plus one frame).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n;
+        self
+    }
+
+    /// Most calls in flight on one connection. Default 4096. A call beyond it
+    /// is answered at once with [`Error::Overloaded`] and does not run.
+    /// Worst case: this many handler futures, each holding its decoded
+    /// arguments and, while it waits to be sent, its encoded reply.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.limits.max_in_flight = n.max(1);
+        self
+    }
+
+    /// How long a connection with no call in flight and no incoming traffic
+    /// stays open. Default 5 min; `None` keeps idle connections forever.
+    /// Clients reconnect transparently on their next call.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.limits.idle_timeout = timeout;
+        self
+    }
+
     /// Time in-flight calls get to finish after shutdown starts; calls still
     /// running then are dropped. Default 10 s.
     pub fn grace_period(mut self, grace: Duration) -> Self {
@@ -166,6 +196,8 @@ impl ServerBuilder {
             objects,
             by_name,
             config: self.config,
+            limits: self.limits,
+            gauges: Gauges::default(),
             grace_period: self.grace_period,
             token,
             hard_stop: CancellationToken::new(),
@@ -180,12 +212,66 @@ struct Exposed {
     service: Arc<dyn Service>,
 }
 
+#[derive(Debug, Clone)]
+struct Limits {
+    max_connections: usize,
+    max_in_flight: usize,
+    idle_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: config::DEFAULT_MAX_CONNECTIONS,
+            max_in_flight: config::DEFAULT_MAX_IN_FLIGHT,
+            idle_timeout: Some(config::DEFAULT_IDLE_TIMEOUT),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Gauges {
+    connections: AtomicUsize,
+    in_flight: AtomicUsize,
+    buffered: Arc<AtomicUsize>,
+}
+
+/// A snapshot of a server's load, for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Connections open (handshaking or established).
+    pub connections: usize,
+    /// Calls running (handler futures not yet finished or dropped).
+    pub in_flight: usize,
+    /// Reply bytes encoded and not yet written to a socket, all connections.
+    pub buffered_bytes: usize,
+}
+
+/// Decrements a gauge when dropped (whether the work finished or was aborted).
+struct GaugeGuard<'a>(&'a AtomicUsize);
+
+impl<'a> GaugeGuard<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Shared {
     bind_addr: Address,
     /// Object `handle` is `objects[handle - 1]`; handle 0 is the system object.
     objects: Vec<Exposed>,
     by_name: HashMap<String, u32>,
     config: ConnectionConfig,
+    limits: Limits,
+    gauges: Gauges,
     grace_period: Duration,
     /// Cancelled to start a graceful shutdown.
     token: CancellationToken,
@@ -232,6 +318,24 @@ impl ServerHandle {
     /// Shuts down gracefully and returns when every connection has closed:
     /// at most the grace period plus the time to flush final replies.
     pub async fn stop(self) {
+        self.shared.token.cancel();
+        self.stopped().await;
+    }
+
+    /// Current load: connections, calls in flight, reply bytes buffered.
+    pub fn stats(&self) -> ServerStats {
+        let g = &self.shared.gauges;
+        ServerStats {
+            connections: g.connections.load(Ordering::Relaxed),
+            in_flight: g.in_flight.load(Ordering::Relaxed),
+            buffered_bytes: g.buffered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops at once, as if the process died: no go-away, calls in flight
+    /// are dropped, connections close. Returns when everything has stopped.
+    pub async fn abort(self) {
+        self.shared.hard_stop.cancel();
         self.shared.token.cancel();
         self.stopped().await;
     }
@@ -285,6 +389,13 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
             a = listener.accept() => a,
         };
         match accepted {
+            Ok(stream)
+                if shared.gauges.connections.load(Ordering::Relaxed)
+                    >= shared.limits.max_connections =>
+            {
+                tracing::warn!(peer = %stream.peer, "connection limit reached; refusing");
+                shared.tracker.spawn(refuse(stream));
+            }
             Ok(stream) => {
                 shared
                     .tracker
@@ -306,6 +417,25 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
     // Dropping the listener here refuses new connections from now on.
 }
 
+/// Tells a connection over the limit why it is refused, lets it finish
+/// sending its hello (so the close is not a reset), and closes it.
+async fn refuse(stream: Stream) {
+    let Stream {
+        mut read,
+        mut write,
+        ..
+    } = stream;
+    let frame = FrameBuf::go_away(wire::GOAWAY_CONNECTION_LIMIT).into_unchecked();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        write.write_all(&frame).await?;
+        write.shutdown().await?;
+        let mut sink = [0u8; 256];
+        while read.read(&mut sink).await? > 0 {}
+        Ok::<_, io::Error>(())
+    })
+    .await;
+}
+
 fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -322,11 +452,14 @@ struct ConnServer {
     conn: Arc<Connection>,
     handlers: TaskTracker,
     in_flight: Arc<Mutex<HashMap<u64, AbortHandle>>>,
+    /// Set when a call finishes, so the idle timer counts from then.
+    activity: Arc<AtomicBool>,
 }
 
 async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
     let span = tracing::debug_span!("ipc.conn", peer = %stream.peer);
-    async move {
+    let _open = GaugeGuard::new(&shared.gauges.connections);
+    async {
         let handshake = tokio::select! {
             r = tokio::time::timeout(
                 shared.config.handshake_timeout,
@@ -349,6 +482,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
             &shared.config,
             connection::peer_limit(&hello),
             peer,
+            shared.gauges.buffered.clone(),
         ));
         let writer = connection::spawn_writer(&conn, write);
         let server = ConnServer {
@@ -356,6 +490,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
             conn: conn.clone(),
             handlers: TaskTracker::new(),
             in_flight: Arc::default(),
+            activity: Arc::default(),
         };
         let closure = server.run(frames).await;
         tracing::debug!(?closure, "connection closing");
@@ -376,6 +511,11 @@ impl ConnServer {
     async fn run(&self, mut frames: connection::Frames) -> Closure {
         let shared = &self.shared;
         let mut draining = false;
+        // The highest request id read, told to the client when closing.
+        let mut last_read = 0;
+        let idle = shared.limits.idle_timeout;
+        let idle_timer = tokio::time::sleep(idle.unwrap_or(Duration::MAX));
+        tokio::pin!(idle_timer);
         loop {
             let frame = tokio::select! {
                 biased;
@@ -385,13 +525,32 @@ impl ConnServer {
                 }
                 _ = shared.token.cancelled(), if !draining => {
                     draining = true;
-                    let _ = self.conn.outbox.push_now(FrameBuf::go_away().into_unchecked());
-                    self.handlers.close();
+                    self.go_away();
                     continue;
                 }
-                _ = self.handlers.wait(), if draining => return Closure::ShuttingDown,
+                _ = self.handlers.wait(), if draining => {
+                    let last = FrameBuf::go_away_after(wire::GOAWAY_SHUTDOWN, last_read);
+                    let _ = self.conn.outbox.push_now(last.into_unchecked());
+                    return Closure::ShuttingDown;
+                }
+                _ = &mut idle_timer, if idle.is_some() && !draining => {
+                    let recently_busy = self.activity.swap(false, Ordering::Relaxed);
+                    if !recently_busy && self.lock_in_flight().is_empty() {
+                        tracing::debug!("idle timeout; closing connection");
+                        draining = true;
+                        self.go_away();
+                    } else if let Some(idle) = idle {
+                        idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                    }
+                    continue;
+                }
                 f = frames.next() => f,
             };
+            if let Some(idle) = idle {
+                idle_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + idle);
+            }
             let frame = match frame {
                 Some(Ok(f)) => f,
                 Some(Err(e)) => {
@@ -406,13 +565,20 @@ impl ConnServer {
                     return Closure::Lost("the peer closed the connection".into());
                 }
             };
-            match self.conn.on_frame(frame) {
+            let inbound = self.conn.on_frame(frame);
+            if let Ok(Some(Inbound::Request(r))) = &inbound {
+                last_read = last_read.max(r.id);
+            }
+            match inbound {
                 Ok(None) => {}
                 Ok(Some(Inbound::Request(r))) if draining => {
                     self.reply(r.id, Reply::error(Status::ShuttingDown, ""))
                         .await;
                 }
                 Ok(Some(Inbound::Request(r))) => {
+                    // Stop reading requests while replies cannot be sent: a
+                    // client that does not read cannot make us buffer more.
+                    self.conn.outbox.has_space().await;
                     if let Err(e) = self.dispatch(r).await {
                         tracing::warn!(error = %e, "closing connection");
                         self.abort_all();
@@ -427,6 +593,14 @@ impl ConnServer {
                 }
             }
         }
+    }
+
+    /// Announces the shutdown and stops taking calls; `run` ends when the
+    /// calls in flight are done.
+    fn go_away(&self) {
+        let frame = FrameBuf::go_away(wire::GOAWAY_SHUTDOWN).into_unchecked();
+        let _ = self.conn.outbox.push_now(frame);
+        self.handlers.close();
     }
 
     async fn reply(&self, id: u64, reply: Reply) {
@@ -491,29 +665,61 @@ impl ConnServer {
             .map_or("?", |m| m.name);
         let span = tracing::debug_span!("ipc.handle", object = %exposed.name, method, id = req.id);
         let id = req.id;
+        let deadline = (req.deadline_ms > 0).then(|| Duration::from_millis(req.deadline_ms.into()));
         let conn = self.conn.clone();
         let in_flight = self.in_flight.clone();
+        let activity = self.activity.clone();
+        let shared = self.shared.clone();
         let task = async move {
-            let reply = match AssertUnwindSafe(future).catch_unwind().await {
-                Ok(reply) => reply,
-                Err(panic) => {
+            let _running = GaugeGuard::new(&shared.gauges.in_flight);
+            let guarded = AssertUnwindSafe(future).catch_unwind();
+            let outcome = match deadline {
+                Some(d) => tokio::time::timeout(d, guarded).await.ok(),
+                None => Some(guarded.await),
+            };
+            lock(&in_flight).remove(&id);
+            activity.store(true, Ordering::Relaxed);
+            let reply = match outcome {
+                Some(Ok(reply)) => reply,
+                Some(Err(panic)) => {
                     let message = panic_message(panic.as_ref());
                     tracing::error!(%message, "handler panicked");
                     Reply::error(Status::Panic, &message)
                 }
+                None => {
+                    // The caller has given up by now: no late reply.
+                    tracing::debug!(?deadline, "deadline passed; call dropped");
+                    return;
+                }
             };
-            lock(&in_flight).remove(&id);
             conn.send_reply(id, reply.0).await;
         }
         .instrument(span);
-        let mut in_flight = self.lock_in_flight();
-        if in_flight.contains_key(&id) {
-            return Err(Error::Protocol {
-                detail: format!("request id {id} is already in flight"),
-            });
+        let over_limit = {
+            let mut in_flight = self.lock_in_flight();
+            if in_flight.contains_key(&id) {
+                return Err(Error::Protocol {
+                    detail: format!("request id {id} is already in flight"),
+                });
+            }
+            if in_flight.len() >= self.shared.limits.max_in_flight {
+                true
+            } else {
+                // Inserted under the lock the task takes to remove itself, so
+                // the removal cannot come first.
+                let handle = self.handlers.spawn(task);
+                in_flight.insert(id, handle.abort_handle());
+                false
+            }
+        };
+        if over_limit {
+            let detail = format!(
+                "{} calls already in flight on this connection",
+                self.shared.limits.max_in_flight
+            );
+            self.reply(id, Reply::error(Status::Overloaded, &detail))
+                .await;
         }
-        let handle = self.handlers.spawn(task);
-        in_flight.insert(id, handle.abort_handle());
         Ok(())
     }
 

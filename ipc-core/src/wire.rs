@@ -23,7 +23,7 @@
 //! | 1    | Request  | request id    | object handle `u32`, method index `u16`, deadline ms `u32` (0 = none), args (bincode) |
 //! | 2    | Response | request id    | status `u8`, body (bincode) |
 //! | 3    | Cancel   | request id    | empty |
-//! | 4    | GoAway   | 0             | empty |
+//! | 4    | GoAway   | reason        | optional last request id `u64` (reason 0: shutting down, 1: connection limit) |
 //!
 //! Kinds 5..=255 are reserved; a peer that receives one closes the connection.
 //! Bodies are bincode 2 through serde with little-endian *fixed-width* integers:
@@ -55,6 +55,10 @@ pub const MIN_FRAME_SIZE: usize = 1 << 10;
 pub(crate) const SYSTEM_OBJECT: u32 = 0;
 /// Method index of the system object's `resolve`.
 pub(crate) const SYSTEM_RESOLVE: u16 = 0;
+/// GoAway reason: the sender is shutting down.
+pub const GOAWAY_SHUTDOWN: u64 = 0;
+/// GoAway reason (sent instead of a Hello): the server is at its connection limit.
+pub const GOAWAY_CONNECTION_LIMIT: u64 = 1;
 
 /// The message kinds (first byte of every frame body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +100,9 @@ pub enum Status {
     FrameTooLarge = 22,
     /// The return value could not be encoded; body is a `String` detail.
     EncodeFailed = 23,
+    /// Too many calls in flight on this connection; the call did not run.
+    /// Body is a `String` detail.
+    Overloaded = 24,
 }
 
 impl Status {
@@ -111,6 +118,7 @@ impl Status {
             21 => Self::ShuttingDown,
             22 => Self::FrameTooLarge,
             23 => Self::EncodeFailed,
+            24 => Self::Overloaded,
             _ => return None,
         })
     }
@@ -160,8 +168,14 @@ pub enum Message {
         /// The request id to cancel.
         id: u64,
     },
-    /// The peer is shutting down.
-    GoAway,
+    /// The peer is shutting down or refusing the connection.
+    GoAway {
+        /// Why: [`GOAWAY_SHUTDOWN`] or [`GOAWAY_CONNECTION_LIMIT`].
+        reason: u64,
+        /// When present: the highest request id the sender read. Requests
+        /// with a higher id were not run and may be sent again elsewhere.
+        last_request: Option<u64>,
+    },
 }
 
 /// The handshake fields.
@@ -245,7 +259,10 @@ pub fn parse(mut frame: Bytes) -> Result<Message, ProtocolError> {
             })
         }
         3 => Ok(Message::Cancel { id }),
-        4 => Ok(Message::GoAway),
+        4 => Ok(Message::GoAway {
+            reason: id,
+            last_request: (frame.len() >= 8).then(|| frame.get_u64_le()),
+        }),
         other => Err(ProtocolError::UnknownKind(other)),
     }
 }
@@ -272,7 +289,7 @@ pub struct DecodeError(String);
 
 /// A frame being built, length prefix included, so it is written to the
 /// socket without another copy.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FrameBuf {
     buf: BytesMut,
 }
@@ -332,15 +349,37 @@ impl FrameBuf {
         Self::start(Kind::Cancel, id, 0)
     }
 
-    /// A go-away frame.
-    pub fn go_away() -> Self {
-        Self::start(Kind::GoAway, 0, 0)
+    /// A go-away frame with a reason code.
+    pub fn go_away(reason: u64) -> Self {
+        Self::start(Kind::GoAway, reason, 0)
+    }
+
+    /// The last go-away before closing: names the highest request id read,
+    /// so the peer knows which of its unanswered requests never ran.
+    pub fn go_away_after(reason: u64, last_request: u64) -> Self {
+        let mut f = Self::start(Kind::GoAway, reason, 8);
+        f.buf.put_u64_le(last_request);
+        f
     }
 
     /// Overwrites the request id (used for responses, which are built before
     /// they know where they go).
     pub fn set_id(&mut self, id: u64) {
         self.buf[LENGTH_PREFIX + 1..LENGTH_PREFIX + HEADER_LEN].copy_from_slice(&id.to_le_bytes());
+    }
+
+    /// A copy of an already finished frame, to patch and send again.
+    pub fn reopen(frame: &[u8]) -> Self {
+        Self {
+            buf: BytesMut::from(frame),
+        }
+    }
+
+    /// Overwrites a request's object handle (known only once looked up on
+    /// the connection the request goes out on).
+    pub fn set_object(&mut self, object: u32) {
+        let at = LENGTH_PREFIX + HEADER_LEN;
+        self.buf[at..at + 4].copy_from_slice(&object.to_le_bytes());
     }
 
     /// Length of the frame body (what the length prefix will say).
@@ -494,7 +533,13 @@ mod tests {
         let mut response = FrameBuf::response(Status::Ok, &5i64).unwrap();
         response.set_id(7);
         let response = response.into_unchecked();
-        let expected: Vec<u8> = [&[0x12, 0, 0, 0, 2][..], &7u64.to_le_bytes(), &[0], &5i64.to_le_bytes()].concat();
+        let expected: Vec<u8> = [
+            &[0x12, 0, 0, 0, 2][..],
+            &7u64.to_le_bytes(),
+            &[0],
+            &5i64.to_le_bytes(),
+        ]
+        .concat();
         assert_eq!(&response[..], &expected[..]);
     }
 

@@ -25,6 +25,22 @@ pub(crate) struct Method {
     pub(crate) output: Output,
     /// `name(Arg,..)->Ret`, as compared between client and server.
     pub(crate) signature: String,
+    /// Marked `#[idempotent]`: the client may retry it after a lost connection.
+    pub(crate) idempotent: bool,
+}
+
+/// Method attributes that belong to `#[expose]`: read by the macro and
+/// removed from the trait it emits.
+pub(crate) const METHOD_ATTRIBUTES: &[&str] = &["idempotent"];
+
+/// Removes [`METHOD_ATTRIBUTES`] from every method of `item`.
+pub(crate) fn strip_method_attributes(item: &mut ItemTrait) {
+    for trait_item in &mut item.items {
+        if let syn::TraitItem::Fn(f) = trait_item {
+            f.attrs
+                .retain(|a| !METHOD_ATTRIBUTES.iter().any(|name| a.path().is_ident(name)));
+        }
+    }
 }
 
 pub(crate) struct Arg {
@@ -34,8 +50,8 @@ pub(crate) struct Arg {
 
 /// What the method returns, which decides the proxy's error type.
 pub(crate) enum Output {
-    /// A plain value (`()` when nothing is written).
-    Value(Type),
+    /// A plain value: [`Method::returns`] (`()` when nothing is written).
+    Value,
     /// `Result<T, E>`: `E` reaches the caller as `CallError::App(E)`.
-    Fallible { ok: Type, err: Type },
+    Fallible { ok: Box<Type>, err: Box<Type> },
 }

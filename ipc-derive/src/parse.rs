@@ -12,12 +12,16 @@ pub(crate) fn parse(args: TokenStream, input: TokenStream) -> syn::Result<ItemTr
              (`ServerBuilder::expose_as`)",
         ));
     }
-    syn::parse2::<ItemTrait>(input).map_err(|e| {
+    syn::parse2::<ItemTrait>(input.clone()).map_err(|e| {
         let mut err = syn::Error::new(
             e.span(),
             "`#[expose]` applies to a trait: `#[expose] pub trait Name { async fn m(&self, ..) -> T; }`",
         );
-        err.combine(e);
+        // Another kind of item (`struct`, `fn`, ..): syn's "expected `trait`"
+        // adds nothing. Otherwise its message says what it could not read.
+        if syn::parse2::<syn::Item>(input).is_err() {
+            err.combine(e);
+        }
         err
     })
 }

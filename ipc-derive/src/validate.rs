@@ -2,10 +2,12 @@
 //! model. Every problem becomes a spanned error saying what *is* allowed; all
 //! of them are reported together.
 
+use proc_macro2::TokenStream;
 use quote::ToTokens;
-use syn::spanned::Spanned;
+use syn::visit::Visit;
 use syn::{
-    FnArg, GenericArgument, ItemTrait, Pat, PathArguments, ReturnType, TraitItem, TraitItemFn, Type,
+    FnArg, GenericArgument, Generics, ItemTrait, Pat, PathArguments, ReturnType, TraitItem,
+    TraitItemFn, Type,
 };
 
 use crate::model::{Arg, Method, Output, Trait};
@@ -13,7 +15,15 @@ use crate::model::{Arg, Method, Output, Trait};
 const METHOD_FORM: &str = "`#[expose]` methods must be `async fn name(&self, arg: Type, ..) -> T`";
 
 /// Names the generated proxy already uses for itself.
-const RESERVED: &[&str] = &["object_name", "from_object", "clone", "clone_from", "fmt"];
+const RESERVED: &[&str] = &[
+    "object_name",
+    "from_object",
+    "with_timeout",
+    "timeout",
+    "clone",
+    "clone_from",
+    "fmt",
+];
 
 #[derive(Default)]
 struct Errors {
@@ -22,8 +32,9 @@ struct Errors {
 }
 
 impl Errors {
-    fn push(&mut self, span: impl Spanned, msg: impl std::fmt::Display) {
-        let e = syn::Error::new(span.span(), msg);
+    /// Records an error spanning all of `tokens` (first to last token).
+    fn push(&mut self, tokens: impl ToTokens, msg: impl std::fmt::Display) {
+        let e = syn::Error::new_spanned(tokens, msg);
         self.count += 1;
         match &mut self.all {
             Some(all) => all.combine(e),
@@ -34,9 +45,9 @@ impl Errors {
 
 pub(crate) fn validate(item: &ItemTrait) -> syn::Result<Trait> {
     let mut errors = Errors::default();
-    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+    if let Some(generics) = generics_tokens(&item.generics) {
         errors.push(
-            &item.generics,
+            generics,
             "`#[expose]` traits cannot be generic: every method needs one concrete wire type",
         );
     }
@@ -63,7 +74,10 @@ pub(crate) fn validate(item: &ItemTrait) -> syn::Result<Trait> {
         }
     }
     if methods.len() > usize::from(u16::MAX) {
-        errors.push(&item.ident, "`#[expose]` traits may have at most 65535 methods");
+        errors.push(
+            &item.ident,
+            "`#[expose]` traits may have at most 65535 methods",
+        );
     }
     if let Some(e) = errors.all {
         return Err(e);
@@ -87,8 +101,12 @@ pub(crate) fn validate(item: &ItemTrait) -> syn::Result<Trait> {
 fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     let sig = &f.sig;
     let before = errors.count;
+    let idempotent = idempotent(f, errors);
     if sig.asyncness.is_none() {
-        errors.push(&sig.fn_token, format!("{METHOD_FORM}; `{}` is not `async`", sig.ident));
+        errors.push(
+            sig.fn_token,
+            format!("{METHOD_FORM}; `{}` is not `async`", sig.ident),
+        );
     }
     if let Some(c) = &sig.constness {
         errors.push(c, format!("{METHOD_FORM}; `const fn` is not allowed"));
@@ -100,11 +118,14 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         errors.push(abi, format!("{METHOD_FORM}; `extern` is not allowed"));
     }
     if let Some(v) = &sig.variadic {
-        errors.push(v, format!("{METHOD_FORM}; variadic arguments are not allowed"));
-    }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.push(
-            &sig.generics,
+            v,
+            format!("{METHOD_FORM}; variadic arguments are not allowed"),
+        );
+    }
+    if let Some(generics) = generics_tokens(&sig.generics) {
+        errors.push(
+            generics,
             "`#[expose]` methods cannot be generic (no type, lifetime or const parameters, no \
              `where`): each argument needs one concrete wire type",
         );
@@ -120,9 +141,13 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         errors.push(
             &sig.ident,
             format!(
-                "`{name}` collides with a method of the generated proxy; reserved names are {} \
-                 and anything starting with `__ipc`",
-                RESERVED.join(", ")
+                "`{name}` collides with a name the generated proxy uses itself; rename it \
+                 (reserved: {} and names starting with `__ipc`)",
+                RESERVED
+                    .iter()
+                    .map(|r| format!("`{r}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         );
     }
@@ -130,10 +155,22 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     let mut inputs = sig.inputs.iter();
     match inputs.next() {
         Some(FnArg::Receiver(r)) => {
-            if r.reference.is_none() || r.mutability.is_some() || r.colon_token.is_some() {
+            // `&'_ self` is `&self`; a named lifetime (`&'static self`)
+            // cannot be met by the server, which lends the object per call.
+            // (Reported once: a declared `<'a>` is already an error above.)
+            let named_lifetime = sig.generics.params.is_empty()
+                && r.reference
+                    .as_ref()
+                    .and_then(|(_, l)| l.as_ref())
+                    .is_some_and(|l| l.ident != "_");
+            if r.reference.is_none()
+                || named_lifetime
+                || r.mutability.is_some()
+                || r.colon_token.is_some()
+            {
                 errors.push(
                     r,
-                    format!("{METHOD_FORM}; the receiver must be `&self` (not `self`, `&mut self` or `self: Type`)"),
+                    format!("{METHOD_FORM}; the receiver must be `&self` (not `self`, `&mut self`, `&'a self` or `self: Type`)"),
                 );
             }
         }
@@ -154,7 +191,9 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
             continue;
         };
         let ident = match &*pt.pat {
-            Pat::Ident(pi) if pi.by_ref.is_none() && pi.mutability.is_none() && pi.subpat.is_none() => {
+            Pat::Ident(pi)
+                if pi.by_ref.is_none() && pi.mutability.is_none() && pi.subpat.is_none() =>
+            {
                 Some(pi.ident.clone())
             }
             _ => None,
@@ -168,7 +207,10 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
             continue;
         };
         if ident.to_string().starts_with("__ipc") {
-            errors.push(&ident, "argument names starting with `__ipc` are reserved for generated code");
+            errors.push(
+                &ident,
+                "argument names starting with `__ipc` are reserved for generated code",
+            );
         }
         check_wire_type(&pt.ty, "argument", errors);
         args.push(Arg {
@@ -187,8 +229,11 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         return None;
     }
     let output = match result_parts(&returns) {
-        Some((ok, err)) => Output::Fallible { ok, err },
-        None => Output::Value(returns.clone()),
+        Some((ok, err)) => Output::Fallible {
+            ok: Box::new(ok),
+            err: Box::new(err),
+        },
+        None => Output::Value,
     };
     let signature = format!(
         "{name}({})->{}",
@@ -199,6 +244,7 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         type_string(&returns)
     );
     Some(Method {
+        idempotent,
         ident: sig.ident.clone(),
         docs: f
             .attrs
@@ -213,37 +259,102 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     })
 }
 
-/// Rejects types that cannot cross the wire as owned values.
-fn check_wire_type(ty: &Type, what: &str, errors: &mut Errors) {
-    match ty {
-        Type::Reference(r) => errors.push(
-            r,
-            format!("`#[expose]` {what} types must be owned (`String`, not `&str`; `Vec<T>`, not `&[T]`)"),
-        ),
-        Type::ImplTrait(t) => errors.push(
-            t,
-            format!("`#[expose]` {what} types must be concrete; `impl Trait` is not allowed"),
-        ),
-        Type::TraitObject(t) => errors.push(
-            t,
-            format!("`#[expose]` {what} types must be concrete; `dyn Trait` is not allowed"),
-        ),
-        Type::Ptr(p) => errors.push(p, format!("`#[expose]` {what} types cannot be raw pointers")),
-        _ => {
-            if mentions_self(ty) {
-                errors.push(
-                    ty,
-                    format!("`#[expose]` {what} types cannot mention `Self`; name the type"),
-                );
-            }
+/// Reads `#[idempotent]`: a bare marker, at most once.
+fn idempotent(f: &TraitItemFn, errors: &mut Errors) -> bool {
+    let mut seen = false;
+    for attr in f.attrs.iter().filter(|a| a.path().is_ident("idempotent")) {
+        if !matches!(attr.meta, syn::Meta::Path(_)) {
+            errors.push(
+                attr,
+                "`#[idempotent]` takes no arguments: it marks a method as safe to retry",
+            );
+        } else if seen {
+            errors.push(attr, "`#[idempotent]` is given twice");
         }
+        seen = true;
     }
+    seen
 }
 
-fn mentions_self(ty: &Type) -> bool {
-    ty.to_token_stream()
-        .into_iter()
-        .any(|t| matches!(t, proc_macro2::TokenTree::Ident(i) if i == "Self"))
+/// The generic parameters and `where` clause, when there are any.
+fn generics_tokens(g: &Generics) -> Option<TokenStream> {
+    if g.params.is_empty() && g.where_clause.is_none() {
+        return None;
+    }
+    let mut tokens = TokenStream::new();
+    if !g.params.is_empty() {
+        g.to_tokens(&mut tokens);
+    }
+    g.where_clause.to_tokens(&mut tokens);
+    Some(tokens)
+}
+
+/// Rejects types that cannot cross the wire as owned values, wherever they
+/// appear inside the type (`Vec<&str>` as well as `&str`).
+fn check_wire_type(ty: &Type, what: &str, errors: &mut Errors) {
+    WireType { what, errors }.visit_type(ty);
+}
+
+struct WireType<'a> {
+    what: &'a str,
+    errors: &'a mut Errors,
+}
+
+impl<'ast> Visit<'ast> for WireType<'_> {
+    // Each rejected form is reported once and not looked into further.
+    fn visit_type(&mut self, ty: &'ast Type) {
+        let what = self.what;
+        match ty {
+            Type::Reference(_) => self.errors.push(
+                ty,
+                format!(
+                    "`#[expose]` {what} types must be owned (`String`, not `&str`; `Vec<T>`, not \
+                     `&[T]`)"
+                ),
+            ),
+            Type::ImplTrait(_) => self.errors.push(
+                ty,
+                format!("`#[expose]` {what} types must be concrete; `impl Trait` is not allowed"),
+            ),
+            Type::TraitObject(_) => self.errors.push(
+                ty,
+                format!("`#[expose]` {what} types must be concrete; `dyn Trait` is not allowed"),
+            ),
+            Type::Ptr(_) => self.errors.push(
+                ty,
+                format!("`#[expose]` {what} types must be owned; raw pointers are not allowed"),
+            ),
+            Type::Infer(_) => self.errors.push(
+                ty,
+                format!("`#[expose]` {what} types must be written out; `_` is not allowed"),
+            ),
+            _ => syn::visit::visit_type(self, ty),
+        }
+    }
+
+    fn visit_lifetime(&mut self, lifetime: &'ast syn::Lifetime) {
+        if lifetime.ident != "static" {
+            let what = self.what;
+            self.errors.push(
+                lifetime,
+                format!(
+                    "`#[expose]` {what} types must be owned; only the `'static` lifetime is \
+                     allowed"
+                ),
+            );
+        }
+    }
+
+    fn visit_path_segment(&mut self, segment: &'ast syn::PathSegment) {
+        if segment.ident == "Self" {
+            let what = self.what;
+            self.errors.push(
+                &segment.ident,
+                format!("`#[expose]` {what} types cannot mention `Self`; name the type"),
+            );
+        }
+        syn::visit::visit_path_segment(self, segment);
+    }
 }
 
 /// `Result<T, E>` (as written, by its last path segment) → `(T, E)`.

@@ -72,6 +72,9 @@ pub trait Gate {
     async fn echo(&self, bytes: Vec<u8>) -> Vec<u8>;
     /// Returns `len` bytes.
     async fn make(&self, len: u64) -> Vec<u8>;
+    /// Reports that it started, sleeps `ms` milliseconds, and reports on the
+    /// `dropped` probe if its future is dropped before finishing.
+    async fn sleep_observed(&self, ms: u64) -> u64;
 }
 
 /// A [`Gate`] implementation driven by the test.
@@ -79,21 +82,55 @@ pub trait Gate {
 pub struct GateImpl {
     /// Opened by the test.
     pub gate: Arc<Notify>,
-    /// One message per `wait_for_gate` call that has started.
+    /// One message per `wait_for_gate` / `sleep_observed` call that has started.
     pub started: mpsc::UnboundedSender<()>,
+    /// One message per `sleep_observed` call dropped before it finished.
+    pub dropped: mpsc::UnboundedSender<()>,
+}
+
+/// What the test observes of a [`GateImpl`].
+pub struct Probes {
+    /// A message per handler that started.
+    pub started: mpsc::UnboundedReceiver<()>,
+    /// A message per `sleep_observed` handler dropped before finishing.
+    pub dropped: mpsc::UnboundedReceiver<()>,
 }
 
 impl GateImpl {
     /// A gate and the receiver of its "started" notices.
     pub fn new() -> (Self, mpsc::UnboundedReceiver<()>) {
-        let (started, rx) = mpsc::unbounded_channel();
+        let (gate, probes) = Self::probed();
+        (gate, probes.started)
+    }
+
+    /// A gate and all its probes.
+    pub fn probed() -> (Self, Probes) {
+        let (started, started_rx) = mpsc::unbounded_channel();
+        let (dropped, dropped_rx) = mpsc::unbounded_channel();
         (
             Self {
                 gate: Arc::new(Notify::new()),
                 started,
+                dropped,
             },
-            rx,
+            Probes {
+                started: started_rx,
+                dropped: dropped_rx,
+            },
         )
+    }
+}
+
+/// Reports on a channel when dropped, unless disarmed.
+struct DropProbe {
+    tx: Option<mpsc::UnboundedSender<()>>,
+}
+
+impl Drop for DropProbe {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(());
+        }
     }
 }
 
@@ -119,6 +156,26 @@ impl Gate for GateImpl {
     }
     async fn make(&self, len: u64) -> Vec<u8> {
         (0..len).map(|i| (i % 251) as u8).collect()
+    }
+    async fn sleep_observed(&self, ms: u64) -> u64 {
+        let mut probe = DropProbe {
+            tx: Some(self.dropped.clone()),
+        };
+        let _ = self.started.send(());
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        probe.tx = None;
+        ms
+    }
+}
+
+/// Serves `server` to an in-memory pipe and returns a client on its other
+/// end: for paused-clock tests, where real sockets would race the clock.
+pub async fn connect_in_memory(server: &ServerHandle) -> Client {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    server.serve_io(a);
+    match Client::builder().connect_io(b).await {
+        Ok(c) => c,
+        Err(e) => panic!("in-memory client did not connect: {e}"),
     }
 }
 

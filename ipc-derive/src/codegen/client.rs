@@ -1,8 +1,8 @@
 //! `{Trait}Proxy`: the typed client. One `async` method per trait method, with
 //! the same arguments; doc comments carry over.
 
-use proc_macro2::TokenStream;
-use quote::quote;
+use proc_macro2::{Ident, TokenStream};
+use quote::{quote, quote_spanned};
 
 use crate::codegen::proxy_ident;
 use crate::model::{Output, Trait};
@@ -21,8 +21,13 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
     let descriptors = model.methods.iter().map(|m| {
         let name = m.ident.to_string();
         let signature = &m.signature;
+        let idempotent = m.idempotent;
         quote! {
-            ::ipc_core::__private::MethodDescriptor { name: #name, signature: #signature }
+            ::ipc_core::__private::MethodDescriptor {
+                name: #name,
+                signature: #signature,
+                idempotent: #idempotent,
+            }
         }
     });
 
@@ -38,21 +43,30 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
             let attrs = &m.docs;
             quote!(#(#attrs)*)
         };
-        let (ret, call) = match &m.output {
-            Output::Value(t) => (
-                quote!(::core::result::Result<#t, ::ipc_core::Error>),
-                quote!(call),
-            ),
-            Output::Fallible { ok, err } => (
-                quote!(::core::result::Result<#ok, ::ipc_core::CallError<#err>>),
-                quote!(call_fallible),
-            ),
+        let ret = match &m.output {
+            Output::Value => {
+                let t = &m.returns;
+                quote!(::core::result::Result<#t, ::ipc_core::Error>)
+            }
+            Output::Fallible { ok, err } => {
+                quote!(::core::result::Result<#ok, ::ipc_core::CallError<#err>>)
+            }
+        };
+        let call = match &m.output {
+            Output::Value => "call",
+            Output::Fallible { .. } => "call_fallible",
+        };
+        let call = Ident::new(call, ident.span());
+        // The body is spanned at the method's name, so an argument or return
+        // type that is not `Serialize`/`DeserializeOwned` is reported at the
+        // trait method rather than at `#[expose]`.
+        let body = quote_spanned! {ident.span()=>
+            self.__ipc_object.#call(#index, &(#(#names,)*)).await
         };
         quote! {
             #docs
             #vis async fn #ident(&self, #(#names: #types),*) -> #ret {
-                let __ipc_call = self.__ipc_object.#call(#index, &(#(#names,)*));
-                __ipc_call.await
+                #body
             }
         }
     });
@@ -70,6 +84,17 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
             /// The name the remote object was looked up under.
             #vis fn object_name(&self) -> &str {
                 self.__ipc_object.name()
+            }
+
+            /// This proxy with another deadline for each call (the client's
+            /// default is `ClientBuilder::call_timeout`). Cheap: shares the connection.
+            #vis fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
+                Self { __ipc_object: self.__ipc_object.with_timeout(timeout) }
+            }
+
+            /// The deadline applied to each call made through this proxy.
+            #vis fn timeout(&self) -> ::core::time::Duration {
+                self.__ipc_object.timeout()
             }
 
             #(#methods)*

@@ -7,7 +7,9 @@ mod server;
 mod trait_def;
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{ToTokens, format_ident, quote};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemTrait, Pat, TraitItem};
 
 use crate::model::Trait;
 
@@ -31,6 +33,36 @@ pub(crate) fn fallback(input: TokenStream, error: syn::Error) -> TokenStream {
         #input
         #errors
     }
+}
+
+/// On a validation error: the trait as written, except that argument
+/// patterns in methods without a body become `_`, so rustc does not repeat
+/// the macro's error with one of its own ("patterns aren't allowed in
+/// functions without bodies").
+pub(crate) fn fallback_trait(mut item: ItemTrait, error: syn::Error) -> TokenStream {
+    crate::model::strip_method_attributes(&mut item);
+    for trait_item in &mut item.items {
+        let TraitItem::Fn(f) = trait_item else {
+            continue;
+        };
+        if f.default.is_some() {
+            continue;
+        }
+        for input in &mut f.sig.inputs {
+            let FnArg::Typed(pt) = input else { continue };
+            let plain = matches!(
+                &*pt.pat,
+                Pat::Ident(p) if p.by_ref.is_none() && p.mutability.is_none() && p.subpat.is_none()
+            );
+            if !plain {
+                *pt.pat = Pat::Wild(syn::PatWild {
+                    attrs: Vec::new(),
+                    underscore_token: syn::Token![_](pt.pat.span()),
+                });
+            }
+        }
+    }
+    fallback(item.into_token_stream(), error)
 }
 
 pub(crate) fn proxy_ident(model: &Trait) -> syn::Ident {

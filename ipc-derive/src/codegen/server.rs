@@ -1,8 +1,8 @@
 //! `{Trait}Server<T>`: wraps an implementation and dispatches incoming calls
 //! by method index, decoding the arguments and encoding the outcome.
 
-use proc_macro2::TokenStream;
-use quote::quote;
+use proc_macro2::{Ident, TokenStream};
+use quote::{quote, quote_spanned};
 
 use crate::codegen::{proxy_ident, server_ident};
 use crate::model::{Output, Trait};
@@ -23,17 +23,20 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         let names: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
         let types: Vec<_> = m.args.iter().map(|a| &a.ty).collect();
         let reply = match &m.output {
-            Output::Value(_) => quote!(::ipc_core::__private::Reply::value(&__ipc_out)),
-            Output::Fallible { .. } => quote!(::ipc_core::__private::Reply::result(&__ipc_out)),
+            Output::Value => "value",
+            Output::Fallible { .. } => "result",
         };
-        quote! {
+        let reply = Ident::new(reply, ident.span());
+        // Spanned at the method's name, as in the proxy.
+        quote_spanned! {ident.span()=>
             #index => {
                 let (#(#names,)*): (#(#types,)*) =
                     ::ipc_core::__private::decode_args(__ipc_args)?;
-                let __ipc_this = ::std::sync::Arc::clone(&self.__ipc_inner);
+                let __ipc_this = ::core::clone::Clone::clone(&self.__ipc_inner);
                 ::core::result::Result::Ok(::std::boxed::Box::pin(async move {
-                    let __ipc_out = <__IpcT as #trait_ident>::#ident(&*__ipc_this, #(#names),*).await;
-                    #reply
+                    let __ipc_out =
+                        <__IpcT as #trait_ident>::#ident(&*__ipc_this, #(#names),*).await;
+                    ::ipc_core::__private::Reply::#reply(&__ipc_out)
                 }))
             }
         }
@@ -62,9 +65,15 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
             }
         }
 
+        impl<__IpcT> ::core::fmt::Debug for #server<__IpcT> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.write_str(::core::stringify!(#server))
+            }
+        }
+
         impl<__IpcT> ::core::clone::Clone for #server<__IpcT> {
             fn clone(&self) -> Self {
-                Self { __ipc_inner: ::std::sync::Arc::clone(&self.__ipc_inner) }
+                Self { __ipc_inner: ::core::clone::Clone::clone(&self.__ipc_inner) }
             }
         }
 

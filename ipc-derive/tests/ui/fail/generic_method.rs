@@ -1,0 +1,8 @@
+use ipc_core::expose;
+
+#[expose]
+pub trait Store {
+    async fn put<T>(&self, value: T);
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use ipc_core::expose;
+
+#[expose]
+pub struct Store {
+    pub len: u64,
+}
+
+fn main() {}

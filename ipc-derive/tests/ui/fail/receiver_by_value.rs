@@ -1,0 +1,8 @@
+use ipc_core::expose;
+
+#[expose]
+pub trait Session {
+    async fn close(self);
+}
+
+fn main() {}
