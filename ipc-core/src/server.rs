@@ -14,6 +14,7 @@ use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -578,8 +579,19 @@ impl ConnServer {
                 Ok(Some(Inbound::Request(r))) => {
                     // Stop reading requests while replies cannot be sent: a
                     // client that does not read cannot make us buffer more.
-                    self.conn.outbox.has_space().await;
-                    if let Err(e) = self.dispatch(r).await {
+                    // The wait ends at the grace deadline at the latest.
+                    let dispatched = tokio::select! {
+                        biased;
+                        _ = shared.hard_stop.cancelled() => {
+                            self.abort_all();
+                            return Closure::ShuttingDown;
+                        }
+                        d = async {
+                            self.conn.outbox.has_space().await;
+                            self.dispatch(r).await
+                        } => d,
+                    };
+                    if let Err(e) = dispatched {
                         tracing::warn!(error = %e, "closing connection");
                         self.abort_all();
                         return Closure::Lost(e.to_string());
@@ -677,48 +689,53 @@ impl ConnServer {
                 Some(d) => tokio::time::timeout(d, guarded).await.ok(),
                 None => Some(guarded.await),
             };
-            lock(&in_flight).remove(&id);
             activity.store(true, Ordering::Relaxed);
-            let reply = match outcome {
-                Some(Ok(reply)) => reply,
+            match outcome {
+                Some(Ok(reply)) => conn.send_reply(id, reply.0).await,
                 Some(Err(panic)) => {
                     let message = panic_message(panic.as_ref());
                     tracing::error!(%message, "handler panicked");
-                    Reply::error(Status::Panic, &message)
+                    conn.send_reply(id, Reply::error(Status::Panic, &message).0)
+                        .await;
                 }
-                None => {
-                    // The caller has given up by now: no late reply.
-                    tracing::debug!(?deadline, "deadline passed; call dropped");
-                    return;
-                }
-            };
-            conn.send_reply(id, reply.0).await;
+                // The caller has given up by now: no late reply.
+                None => tracing::debug!(?deadline, "deadline passed; call dropped"),
+            }
+            // Last, so a call counts against the limit until its reply is queued.
+            lock(&in_flight).remove(&id);
         }
         .instrument(span);
-        let over_limit = {
-            let mut in_flight = self.lock_in_flight();
-            if in_flight.contains_key(&id) {
-                return Err(Error::Protocol {
-                    detail: format!("request id {id} is already in flight"),
-                });
-            }
-            if in_flight.len() >= self.shared.limits.max_in_flight {
-                true
-            } else {
-                // Inserted under the lock the task takes to remove itself, so
-                // the removal cannot come first.
-                let handle = self.handlers.spawn(task);
-                in_flight.insert(id, handle.abort_handle());
-                false
-            }
+        let (duplicate, full) = {
+            let in_flight = self.lock_in_flight();
+            (
+                in_flight.contains_key(&id),
+                in_flight.len() >= self.shared.limits.max_in_flight,
+            )
         };
-        if over_limit {
+        if duplicate {
+            return Err(Error::Protocol {
+                detail: format!("request id {id} is already in flight"),
+            });
+        }
+        if full {
             let detail = format!(
                 "{} calls already in flight on this connection",
                 self.shared.limits.max_in_flight
             );
             self.reply(id, Reply::error(Status::Overloaded, &detail))
                 .await;
+            return Ok(());
+        }
+        // Most handlers finish on their first poll: run that poll here and
+        // spare them a task. Only a handler that has to wait gets one.
+        let mut task = Box::pin(task);
+        let first = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
+        if first.is_pending() {
+            // Inserted under the lock the task takes to remove itself, so
+            // the removal cannot come first.
+            let mut in_flight = self.lock_in_flight();
+            let handle = self.handlers.spawn(task);
+            in_flight.insert(id, handle.abort_handle());
         }
         Ok(())
     }

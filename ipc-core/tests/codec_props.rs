@@ -87,6 +87,8 @@ enum Frame {
     },
     GoAway {
         reason: u64,
+        /// Sent with `FrameBuf::go_away_after` when present.
+        last_request: Option<u64>,
     },
 }
 
@@ -190,6 +192,14 @@ fn response() -> impl Strategy<Value = (Status, Body)> {
     ]
 }
 
+fn go_away_reason() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(wire::GOAWAY_SHUTDOWN),
+        Just(wire::GOAWAY_CONNECTION_LIMIT),
+        any::<u64>(),
+    ]
+}
+
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         1 => (0usize..=u32::MAX as usize + 1)
@@ -206,12 +216,8 @@ fn frame() -> impl Strategy<Value = Frame> {
         4 => (any::<u64>(), response())
             .prop_map(|(id, (status, body))| Frame::Response { id, status, body }),
         1 => any::<u64>().prop_map(|id| Frame::Cancel { id }),
-        1 => prop_oneof![
-            Just(wire::GOAWAY_SHUTDOWN),
-            Just(wire::GOAWAY_CONNECTION_LIMIT),
-            any::<u64>(),
-        ]
-        .prop_map(|reason| Frame::GoAway { reason }),
+        1 => (go_away_reason(), any::<Option<u64>>())
+            .prop_map(|(reason, last_request)| Frame::GoAway { reason, last_request }),
     ]
 }
 
@@ -254,7 +260,14 @@ fn encode(frame: &Frame) -> BytesMut {
         } => request(*id, *object, *method, *deadline_ms, args),
         Frame::Response { id, status, body } => response_frame(*id, *status, body),
         Frame::Cancel { id } => FrameBuf::cancel(*id),
-        Frame::GoAway { reason } => FrameBuf::go_away(*reason),
+        Frame::GoAway {
+            reason,
+            last_request: None,
+        } => FrameBuf::go_away(*reason),
+        Frame::GoAway {
+            reason,
+            last_request: Some(last),
+        } => FrameBuf::go_away_after(*reason, *last),
     };
     // Control frames go out unchecked in the real code; everything else is checked.
     match frame {
@@ -334,8 +347,17 @@ fn check_frame(expected: &Frame, body: Bytes) -> Result<(), TestCaseError> {
             check_body(body, &got_body)?;
         }
         (Frame::Cancel { id }, Message::Cancel { id: got }) => prop_assert_eq!(got, *id),
-        (Frame::GoAway { reason }, Message::GoAway { reason: got, .. }) => {
-            prop_assert_eq!(got, *reason);
+        (
+            Frame::GoAway {
+                reason,
+                last_request,
+            },
+            Message::GoAway {
+                reason: got,
+                last_request: got_last,
+            },
+        ) => {
+            prop_assert_eq!((got, got_last), (*reason, *last_request));
         }
         (expected, got) => {
             return Err(TestCaseError::fail(format!(
