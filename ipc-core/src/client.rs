@@ -645,7 +645,7 @@ async fn round_trip(
 }
 
 fn decode_body<T: DeserializeOwned>(response: &Response) -> Result<T, Error> {
-    wire::decode(&response.body).map_err(|e| Error::Decode {
+    wire::decode_shared(&response.body).map_err(|e| Error::Decode {
         detail: e.to_string(),
     })
 }

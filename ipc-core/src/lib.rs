@@ -72,6 +72,7 @@ mod connection;
 pub mod error;
 pub mod object;
 mod outbox;
+mod payload;
 pub mod server;
 pub mod transport;
 pub mod wire;
@@ -80,6 +81,7 @@ pub use client::{Client, ClientBuilder};
 pub use config::{DEFAULT_ADDR, DEFAULT_HOST, DEFAULT_PORT};
 pub use error::{CallError, Error};
 pub use object::{ObjectDescriptor, Proxy, Service};
+pub use payload::Bytes;
 pub use server::{Server, ServerBuilder, ServerHandle};
 /// The token that drives graceful shutdown ([`ServerBuilder::shutdown_token`]),
 /// re-exported so you need not depend on `tokio-util` yourself.
@@ -107,4 +109,5 @@ pub mod __private {
         DispatchError, HandlerFuture, MethodDescriptor, ObjectDescriptor, Proxy, Reply, Service,
         decode_args,
     };
+    pub use bytes::Bytes as FrameBytes;
 }

@@ -160,8 +160,10 @@ pub enum DispatchError {
 }
 
 /// Decodes a method's argument tuple (used by generated code).
-pub fn decode_args<A: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<A, DispatchError> {
-    wire::decode(bytes).map_err(|e| DispatchError::BadArguments(e.to_string()))
+pub fn decode_args<A: serde::de::DeserializeOwned>(
+    bytes: &bytes::Bytes,
+) -> Result<A, DispatchError> {
+    wire::decode_shared(bytes).map_err(|e| DispatchError::BadArguments(e.to_string()))
 }
 
 /// The server side of an exposed object. Implemented by the `{Trait}Server`
@@ -171,7 +173,7 @@ pub trait Service: Send + Sync + 'static {
     fn descriptor(&self) -> &'static ObjectDescriptor;
 
     /// Decodes the arguments of method `method` and returns the future that runs it.
-    fn call(&self, method: u16, args: &[u8]) -> Result<HandlerFuture, DispatchError>;
+    fn call(&self, method: u16, args: &bytes::Bytes) -> Result<HandlerFuture, DispatchError>;
 }
 
 /// The client side of an exposed trait: the `{Trait}Proxy` type that

@@ -494,6 +494,12 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     }
 }
 
+/// Decodes a value from a complete body that is part of a received frame:
+/// [`crate::Bytes`] values inside it become views of the frame, not copies.
+pub fn decode_shared<T: DeserializeOwned>(body: &Bytes) -> Result<T, DecodeError> {
+    crate::payload::with_frame(body, || decode(body))
+}
+
 /// Encodes a value to a standalone buffer (used for small fixed bodies).
 pub fn encode_to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
     let mut buf = BytesMut::new();

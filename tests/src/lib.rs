@@ -75,6 +75,8 @@ pub trait Gate {
     /// Reports that it started, sleeps `ms` milliseconds, and reports on the
     /// `dropped` probe if its future is dropped before finishing.
     async fn sleep_observed(&self, ms: u64) -> u64;
+    /// Returns its argument, carried as `ipc_core::Bytes`.
+    async fn echo_bytes(&self, bytes: ipc_core::Bytes) -> ipc_core::Bytes;
 }
 
 /// A [`Gate`] implementation driven by the test.
@@ -165,6 +167,9 @@ impl Gate for GateImpl {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         probe.tx = None;
         ms
+    }
+    async fn echo_bytes(&self, bytes: ipc_core::Bytes) -> ipc_core::Bytes {
+        bytes
     }
 }
 

@@ -58,6 +58,11 @@ async fn one_mib_argument_and_return_value_round_trip() {
         let back = proxy.echo(big.clone()).await.unwrap();
         assert_eq!(back.len(), big.len());
         assert!(back == big);
+        let back = proxy
+            .echo_bytes(ipc_core::Bytes::from(big.clone()))
+            .await
+            .unwrap();
+        assert!(back[..] == big[..]);
         let made = proxy.make(1024 * 1024).await.unwrap();
         assert_eq!(made.len(), 1024 * 1024);
         assert!(made.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));

@@ -88,7 +88,7 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
             fn call(
                 &self,
                 __ipc_method: u16,
-                __ipc_args: &[u8],
+                __ipc_args: &::ipc_core::__private::FrameBytes,
             ) -> ::core::result::Result<
                 ::ipc_core::__private::HandlerFuture,
                 ::ipc_core::__private::DispatchError,
