@@ -1,0 +1,136 @@
+//! The input is the byte stream a server reads from one connection.
+//!
+//! It goes through the frame codec the server uses (64 KiB limit) until the first
+//! codec error (where the server closes the connection), every frame through
+//! `wire::parse`, and every request's arguments / response's body through
+//! `wire::decode` into a few representative types. Nothing may panic, and a
+//! body that decodes must re-encode to exactly the same bytes (the encoding is
+//! canonical, so two peers can never disagree about a value).
+//!
+//! The stream is decoded twice, whole and in small chunks, and both must yield
+//! the same frames and the same outcome.
+
+#![no_main]
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+use ipc_core::wire::{self, Message};
+use libfuzzer_sys::fuzz_target;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio_util::codec::Decoder;
+
+/// The server's frame limit in this target.
+const MAX_FRAME: usize = 64 * 1024;
+
+/// A user-defined argument type: derived impls, enums with every variant shape.
+#[derive(Debug, Serialize, Deserialize)]
+enum Command {
+    Ping,
+    Put {
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<u32>,
+    },
+    Batch(Vec<(u32, Option<String>)>),
+    Scale(f64, i8),
+}
+
+/// A struct with a map (maps accept keys in any order, so no re-encode check).
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+struct Record {
+    name: String,
+    flags: BTreeMap<String, u64>,
+    command: Command,
+    done: bool,
+    initial: char,
+}
+
+/// Decodes `bytes` as `T`; if that works, re-encoding must give `bytes` back.
+fn canonical<T: Serialize + DeserializeOwned>(bytes: &[u8]) {
+    if let Ok(value) = wire::decode::<T>(bytes) {
+        let again = wire::encode_to_vec(&value).expect("a decoded value re-encodes");
+        assert_eq!(again, bytes, "decoding then encoding changed the bytes");
+    }
+}
+
+fn exercise(message: Message) {
+    match message {
+        Message::Request(r) => {
+            canonical::<(i64, i64)>(&r.args);
+            canonical::<(String,)>(&r.args);
+            canonical::<(Vec<u8>,)>(&r.args);
+            canonical::<(Vec<String>, Option<u64>)>(&r.args);
+            canonical::<(Command,)>(&r.args);
+            // The system object's `resolve(name, trait_name, fingerprint, signatures)`.
+            canonical::<(String, String, u64, Vec<String>)>(&r.args);
+            canonical::<()>(&r.args);
+            let _ = wire::decode::<(Record,)>(&r.args);
+        }
+        Message::Response { body, .. } => {
+            canonical::<String>(&body);
+            canonical::<(u64, u64)>(&body);
+        }
+        Message::Hello(_) | Message::Cancel { .. } | Message::GoAway { .. } => {}
+    }
+}
+
+/// Runs the codec over `chunks` (`total` bytes in all) as a server would: frames
+/// until the first error. Returns the frames and whether the stream ended in an
+/// error.
+fn frames<'a>(chunks: impl Iterator<Item = &'a [u8]>, total: usize) -> (Vec<Bytes>, bool) {
+    let mut codec = wire::codec(MAX_FRAME);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    assert!(frame.len() <= MAX_FRAME, "frame over the limit");
+                    out.push(frame.freeze());
+                }
+                Ok(None) => break,
+                Err(_) => return (out, true),
+            }
+        }
+        // The buffer is bounded by what arrived and one frame, whatever a
+        // length prefix claims.
+        assert!(
+            buf.capacity() <= 2 * (MAX_FRAME + wire::LENGTH_PREFIX + total),
+            "buffer grew to {} bytes",
+            buf.capacity()
+        );
+    }
+    (out, false)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (whole, whole_err) = frames(std::iter::once(data), data.len());
+
+    // Split into chunks of 1..=13 bytes, sizes derived from the input itself.
+    let mut seed = data.len() as u32 | 1;
+    let mut rest = data;
+    let chunked = std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let n = (1 + seed % 13) as usize;
+        let (head, tail) = rest.split_at(n.min(rest.len()));
+        rest = tail;
+        Some(head)
+    });
+    let (pieces, pieces_err) = frames(chunked, data.len());
+    assert_eq!(whole, pieces, "chunking changed the frames");
+    assert_eq!(whole_err, pieces_err, "chunking changed the outcome");
+
+    for frame in whole {
+        if let Ok(message) = wire::parse(frame) {
+            exercise(message);
+        }
+    }
+});
