@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::config::{self, ConnectionConfig, Reconnect};
 use crate::connection::{self, Closure, Connection, Frames, Inbound, Response};
 use crate::error::{CallError, Error};
-use crate::object::{ObjectDescriptor, Proxy, Reply, ResolveRequest};
+use crate::object::{ObjectDescriptor, ObjectInfo, Proxy, Reply, ResolveRequest};
 use crate::transport::{self, Address, Stream};
 use crate::wire::{self, FrameBuf, Status};
 
@@ -333,6 +333,30 @@ impl Client {
         Ok(P::from_object(object))
     }
 
+    /// The server's directory: every object it exposes, with its trait,
+    /// methods and fingerprint.
+    pub async fn objects(&self) -> Result<Vec<ObjectInfo>, Error> {
+        let timeout = self.inner.settings.call_timeout;
+        let deadline_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        let list = async {
+            let link = self.inner.live(u32::MAX).await?;
+            let frame = FrameBuf::request(0, wire::SYSTEM_OBJECT, wire::SYSTEM_LIST, deadline_ms, &())
+                .map_err(|e| Error::Encode {
+                    detail: e.to_string(),
+                })?;
+            let response = round_trip(&link.conn, frame).await.0?;
+            match response.status {
+                Status::Ok => decode_body(&response),
+                other => Err(Error::Protocol {
+                    detail: format!("the directory answered with status {other:?}"),
+                }),
+            }
+        };
+        tokio::time::timeout(timeout, list)
+            .await
+            .map_err(|_| Error::Timeout { after: timeout })?
+    }
+
     /// Closes the connection: queued requests are still sent, calls waiting
     /// for a reply fail with [`Error::ConnectionLost`] once the server hangs up.
     /// Later calls reconnect (if the client has an address and reconnecting is on).
@@ -343,6 +367,12 @@ impl Client {
     /// Whether the current connection has ended.
     pub fn is_closed(&self) -> bool {
         self.inner.current().conn.is_closed()
+    }
+
+    /// This end's address on the current connection (`IP:PORT`, `unix:PATH`,
+    /// or `io` for a caller-supplied stream), as the server sees it as its peer.
+    pub fn local_addr(&self) -> String {
+        self.inner.current().conn.local.clone()
     }
 
     /// The address this client connects to.
@@ -437,6 +467,47 @@ impl ObjectRef {
                 }),
                 other => Err(self.status_error(other, &response.body)),
             }
+        }
+    }
+
+    /// Calls a `#[oneway]` method: returns once the request is handed to the
+    /// connection, without waiting for the server. Oneway calls from one proxy
+    /// start on the server in the order they were made.
+    pub fn call_oneway<'a, A>(
+        &'a self,
+        method: u16,
+        args: &A,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a
+    where
+        A: Serialize + ?Sized,
+    {
+        let frame = FrameBuf::oneway(0, 0, method, args);
+        async move {
+            let mut frame = frame.map_err(|e| Error::Encode {
+                detail: e.to_string(),
+            })?;
+            let send = async {
+                let link = self.client.inner.live(u32::MAX).await?;
+                frame.set_object(self.handle_on(&link).await?);
+                let conn = &link.conn;
+                let size = frame.body_len();
+                if size > conn.peer_max_frame {
+                    return Err(Error::FrameTooLarge {
+                        size,
+                        limit: conn.peer_max_frame,
+                    });
+                }
+                frame.set_id(conn.next_request_id());
+                conn.outbox
+                    .push(frame.into_unchecked())
+                    .await
+                    .map_err(|_| conn.refusal())
+            };
+            tokio::time::timeout(self.timeout, send)
+                .await
+                .map_err(|_| Error::Timeout {
+                    after: self.timeout,
+                })?
         }
     }
 

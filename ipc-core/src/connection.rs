@@ -71,6 +71,8 @@ pub(crate) struct Connection {
     pub(crate) peer_max_frame: usize,
     /// Who is on the other end, for logs.
     pub(crate) peer: String,
+    /// This end's address (`IP:PORT`, `unix:PATH` or `io`).
+    pub(crate) local: String,
 }
 
 /// What the connection's own loop must handle itself.
@@ -83,7 +85,7 @@ impl Connection {
     pub(crate) fn new(
         config: &ConnectionConfig,
         peer_max_frame: usize,
-        peer: String,
+        (peer, local): (String, String),
         buffered: Arc<AtomicUsize>,
     ) -> Self {
         Self {
@@ -94,6 +96,7 @@ impl Connection {
             peer_last_read: AtomicU64::new(u64::MAX),
             peer_max_frame,
             peer,
+            local,
         }
     }
 
@@ -117,6 +120,11 @@ impl Connection {
         }
         p.calls.insert(id, tx);
         Ok((id, rx))
+    }
+
+    /// A fresh request id for a call that waits for nothing (oneway).
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Forgets a call whose caller stopped waiting, and tells the peer.
@@ -307,11 +315,12 @@ fn version_mismatch(theirs: u16) -> Error {
 pub(crate) async fn handshake_as_client(
     stream: Stream,
     config: &ConnectionConfig,
-) -> Result<(Frames, BoxedWrite, Hello, String), Error> {
+) -> Result<(Frames, BoxedWrite, Hello, (String, String)), Error> {
     let Stream {
         read,
         mut write,
         peer,
+        local,
     } = stream;
     let mut frames = FramedRead::with_capacity(read, wire::codec(config.max_frame_size), 8 * 1024);
     let hello = FrameBuf::hello(config.max_frame_size).into_unchecked();
@@ -325,7 +334,7 @@ pub(crate) async fn handshake_as_client(
     if theirs.version != PROTOCOL_VERSION {
         return Err(version_mismatch(theirs.version));
     }
-    Ok((frames, write, theirs, peer))
+    Ok((frames, write, theirs, (peer, local)))
 }
 
 /// Reads the client's hello and answers it. Used by servers. On a version
@@ -333,11 +342,12 @@ pub(crate) async fn handshake_as_client(
 pub(crate) async fn handshake_as_server(
     stream: Stream,
     config: &ConnectionConfig,
-) -> Result<(Frames, BoxedWrite, Hello, String), Error> {
+) -> Result<(Frames, BoxedWrite, Hello, (String, String)), Error> {
     let Stream {
         read,
         mut write,
         peer,
+        local,
     } = stream;
     let mut frames = FramedRead::with_capacity(read, wire::codec(config.max_frame_size), 8 * 1024);
     let theirs = expect_hello(next_frame(&mut frames).await?)?;
@@ -352,7 +362,7 @@ pub(crate) async fn handshake_as_server(
         let _ = write.shutdown().await;
         return Err(version_mismatch(theirs.version));
     }
-    Ok((frames, write, theirs, peer))
+    Ok((frames, write, theirs, (peer, local)))
 }
 
 /// The peer's frame limit, as announced, within what we can handle.

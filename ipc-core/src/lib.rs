@@ -69,6 +69,8 @@
 pub mod client;
 pub mod config;
 mod connection;
+mod depth;
+mod context;
 pub mod error;
 pub mod object;
 mod outbox;
@@ -79,8 +81,9 @@ pub mod wire;
 
 pub use client::{Client, ClientBuilder};
 pub use config::{DEFAULT_ADDR, DEFAULT_HOST, DEFAULT_PORT};
+pub use context::CallContext;
 pub use error::{CallError, Error};
-pub use object::{ObjectDescriptor, Proxy, Service};
+pub use object::{MethodInfo, ObjectDescriptor, ObjectInfo, Proxy, Service};
 pub use payload::Bytes;
 pub use server::{Server, ServerBuilder, ServerHandle};
 /// The token that drives graceful shutdown ([`ServerBuilder::shutdown_token`]),
@@ -106,8 +109,8 @@ mod readme {}
 pub mod __private {
     pub use crate::client::ObjectRef;
     pub use crate::object::{
-        DispatchError, HandlerFuture, MethodDescriptor, ObjectDescriptor, Proxy, Reply, Service,
-        decode_args,
+        DispatchError, HandlerFuture, Instance, MethodDescriptor, ObjectDescriptor, Proxy, Reply,
+        Service, decode_args,
     };
     pub use bytes::Bytes as FrameBytes;
 }

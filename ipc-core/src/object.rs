@@ -34,6 +34,93 @@ pub struct MethodDescriptor {
     /// Marked `#[idempotent]`: safe to run twice, so retried automatically
     /// when the connection is lost mid-call.
     pub idempotent: bool,
+    /// Marked `#[oneway]`: the caller does not wait for the method to run.
+    pub oneway: bool,
+}
+
+/// One exposed object, as the server's directory lists it
+/// ([`crate::Client::objects`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ObjectInfo {
+    /// The name it is exposed under.
+    pub name: String,
+    /// The trait it implements.
+    pub trait_name: String,
+    /// The trait's fingerprint (see [`ObjectDescriptor::fingerprint`]).
+    pub fingerprint: u64,
+    /// Its methods, in declaration order.
+    pub methods: Vec<MethodInfo>,
+}
+
+/// One method in the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MethodInfo {
+    /// The method's name.
+    pub name: String,
+    /// Its signature: `name(ArgType,..)->Ret`.
+    pub signature: String,
+    /// Whether it is `#[oneway]`.
+    pub oneway: bool,
+    /// Whether it is `#[idempotent]`.
+    pub idempotent: bool,
+}
+
+impl ObjectInfo {
+    pub(crate) fn new(name: &str, d: &ObjectDescriptor) -> Self {
+        Self {
+            name: name.to_owned(),
+            trait_name: d.trait_name.to_owned(),
+            fingerprint: d.fingerprint,
+            methods: d
+                .methods
+                .iter()
+                .map(|m| MethodInfo {
+                    name: m.name.to_owned(),
+                    signature: m.signature.to_owned(),
+                    oneway: m.oneway,
+                    idempotent: m.idempotent,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Where a served object's implementation comes from (used by generated code).
+pub enum Instance<T> {
+    /// One implementation shared by every connection.
+    Shared(std::sync::Arc<T>),
+    /// A fresh implementation per connection, made by this factory when the
+    /// connection first calls the object and dropped when it closes.
+    PerConnection(std::sync::Arc<dyn Fn() -> T + Send + Sync>),
+}
+
+impl<T> Instance<T> {
+    /// The implementation to call, unless this is a per-connection factory.
+    pub fn shared(&self) -> Option<&std::sync::Arc<T>> {
+        match self {
+            Self::Shared(t) => Some(t),
+            Self::PerConnection(_) => None,
+        }
+    }
+
+    /// A new implementation, if this is a per-connection factory.
+    pub fn fresh(&self) -> Option<std::sync::Arc<T>> {
+        match self {
+            Self::Shared(_) => None,
+            Self::PerConnection(make) => Some(std::sync::Arc::new(make())),
+        }
+    }
+}
+
+impl<T> Clone for Instance<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Shared(t) => Self::Shared(t.clone()),
+            Self::PerConnection(f) => Self::PerConnection(f.clone()),
+        }
+    }
 }
 
 impl ObjectDescriptor {
@@ -140,6 +227,14 @@ impl Reply {
         }
     }
 
+    /// For oneway calls, whose outcome nobody receives: logs an error outcome.
+    pub(crate) fn log_if_error(&self) {
+        let status = self.0.status();
+        if status != Status::Ok {
+            tracing::warn!(?status, "oneway call failed");
+        }
+    }
+
     pub(crate) fn error(status: Status, detail: &str) -> Self {
         match FrameBuf::response(status, detail) {
             Ok(f) => Self(f),
@@ -157,6 +252,8 @@ pub enum DispatchError {
     UnknownMethod(u16),
     /// The argument bytes do not decode to the method's parameter types.
     BadArguments(String),
+    /// A per-connection factory was called directly (a server bug).
+    NoInstance,
 }
 
 /// Decodes a method's argument tuple (used by generated code).
@@ -174,6 +271,13 @@ pub trait Service: Send + Sync + 'static {
 
     /// Decodes the arguments of method `method` and returns the future that runs it.
     fn call(&self, method: u16, args: &bytes::Bytes) -> Result<HandlerFuture, DispatchError>;
+
+    /// For objects served one instance per connection: a service bound to a
+    /// fresh instance, used for the rest of a connection's life. `None` (the
+    /// default) means one instance serves every connection.
+    fn for_connection(&self) -> Option<std::sync::Arc<dyn Service>> {
+        None
+    }
 }
 
 /// The client side of an exposed trait: the `{Trait}Proxy` type that

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -27,7 +27,8 @@ use tracing::Instrument;
 use crate::config::{self, ConnectionConfig};
 use crate::connection::{self, Closure, Connection, Inbound};
 use crate::error::Error;
-use crate::object::{DispatchError, Reply, ResolveRequest, Service};
+use crate::context::CallContext;
+use crate::object::{DispatchError, ObjectInfo, Reply, ResolveRequest, Service};
 use crate::transport::{Address, Listener, Stream};
 use crate::wire::{self, FrameBuf, Request, Status};
 
@@ -189,7 +190,10 @@ impl ServerBuilder {
             if by_name.insert(name.clone(), handle).is_some() {
                 return Err(Error::DuplicateObject { name });
             }
-            objects.push(Exposed { name, service });
+            objects.push(Exposed {
+                name: Arc::from(name),
+                service,
+            });
         }
         let token = self.token.map(|t| t.child_token()).unwrap_or_default();
         Ok(Arc::new(Shared {
@@ -204,12 +208,13 @@ impl ServerBuilder {
             hard_stop: CancellationToken::new(),
             stopped: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            next_connection_id: AtomicU64::new(1),
         }))
     }
 }
 
 struct Exposed {
-    name: String,
+    name: Arc<str>,
     service: Arc<dyn Service>,
 }
 
@@ -282,6 +287,8 @@ struct Shared {
     stopped: CancellationToken,
     /// The accept loop and every connection task.
     tracker: TaskTracker,
+    /// Numbers connections for [`CallContext::connection_id`].
+    next_connection_id: AtomicU64,
 }
 
 /// A running server. Dropping it starts a graceful shutdown in the background;
@@ -455,6 +462,11 @@ struct ConnServer {
     in_flight: Arc<Mutex<HashMap<u64, AbortHandle>>>,
     /// Set when a call finishes, so the idle timer counts from then.
     activity: Arc<AtomicBool>,
+    /// Per object handle: the service this connection calls (the shared one,
+    /// or its own instance for per-connection objects), set on first use.
+    instances: Vec<OnceLock<Arc<dyn Service>>>,
+    peer: Arc<str>,
+    connection_id: u64,
 }
 
 async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
@@ -492,6 +504,9 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
             handlers: TaskTracker::new(),
             in_flight: Arc::default(),
             activity: Arc::default(),
+            instances: shared.objects.iter().map(|_| OnceLock::new()).collect(),
+            peer: Arc::from(conn.peer.as_str()),
+            connection_id: shared.next_connection_id.fetch_add(1, Ordering::Relaxed),
         };
         let closure = server.run(frames).await;
         tracing::debug!(?closure, "connection closing");
@@ -619,6 +634,15 @@ impl ConnServer {
         self.conn.send_reply(id, reply.0).await;
     }
 
+    /// Replies, or for a oneway call (no one is waiting) logs what went wrong.
+    async fn answer(&self, id: u64, oneway: bool, reply: Reply) {
+        if oneway {
+            reply.log_if_error();
+        } else {
+            self.reply(id, reply).await;
+        }
+    }
+
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle>> {
         lock(&self.in_flight)
     }
@@ -638,39 +662,59 @@ impl ConnServer {
 
     /// Starts a request. An error means the peer broke the protocol.
     async fn dispatch(&self, req: Request) -> Result<(), Error> {
+        let oneway = req.oneway;
         if req.object == wire::SYSTEM_OBJECT {
             let reply = self.system_call(&req);
-            self.reply(req.id, reply).await;
+            self.answer(req.id, oneway, reply).await;
             return Ok(());
         }
-        let exposed = usize::try_from(req.object)
+        let found = usize::try_from(req.object)
             .ok()
             .and_then(|h| h.checked_sub(1))
-            .and_then(|i| self.shared.objects.get(i));
-        let Some(exposed) = exposed else {
+            .and_then(|i| Some((self.shared.objects.get(i)?, self.instances.get(i)?)));
+        let Some((exposed, instance)) = found else {
             let detail = format!("no object has handle {}", req.object);
-            self.reply(req.id, Reply::error(Status::UnknownObject, &detail))
-                .await;
+            let reply = Reply::error(Status::UnknownObject, &detail);
+            self.answer(req.id, oneway, reply).await;
             return Ok(());
         };
-        let descriptor = exposed.service.descriptor();
-        let future = match exposed.service.call(req.method, &req.args) {
+        // Per-connection objects get their instance on first use.
+        let service = instance.get_or_init(|| {
+            exposed
+                .service
+                .for_connection()
+                .unwrap_or_else(|| exposed.service.clone())
+        });
+        let descriptor = service.descriptor();
+        let future = match service.call(req.method, &req.args) {
             Ok(f) => f,
-            Err(DispatchError::UnknownMethod(m)) => {
-                let detail = format!(
-                    "object `{}` (trait `{}`) has no method #{m}",
-                    exposed.name, descriptor.trait_name
-                );
-                self.reply(req.id, Reply::error(Status::UnknownMethod, &detail))
-                    .await;
-                return Ok(());
-            }
-            Err(DispatchError::BadArguments(detail)) => {
-                self.reply(req.id, Reply::error(Status::BadRequest, &detail))
-                    .await;
+            Err(e) => {
+                let reply = match e {
+                    DispatchError::UnknownMethod(m) => {
+                        let detail = format!(
+                            "object `{}` (trait `{}`) has no method #{m}",
+                            exposed.name, descriptor.trait_name
+                        );
+                        Reply::error(Status::UnknownMethod, &detail)
+                    }
+                    DispatchError::BadArguments(detail) => {
+                        Reply::error(Status::BadRequest, &detail)
+                    }
+                    DispatchError::NoInstance => {
+                        Reply::error(Status::UnknownObject, "object has no instance")
+                    }
+                };
+                self.answer(req.id, oneway, reply).await;
                 return Ok(());
             }
         };
+        let future = CallContext {
+            peer: self.peer.clone(),
+            connection_id: self.connection_id,
+            object: exposed.name.clone(),
+            request_id: req.id,
+        }
+        .scope(future);
         let method = descriptor
             .methods
             .get(usize::from(req.method))
@@ -691,12 +735,15 @@ impl ConnServer {
             };
             activity.store(true, Ordering::Relaxed);
             match outcome {
+                Some(Ok(reply)) if oneway => reply.log_if_error(),
                 Some(Ok(reply)) => conn.send_reply(id, reply.0).await,
                 Some(Err(panic)) => {
                     let message = panic_message(panic.as_ref());
-                    tracing::error!(%message, "handler panicked");
-                    conn.send_reply(id, Reply::error(Status::Panic, &message).0)
-                        .await;
+                    tracing::error!(%message, oneway, "handler panicked");
+                    if !oneway {
+                        conn.send_reply(id, Reply::error(Status::Panic, &message).0)
+                            .await;
+                    }
                 }
                 // The caller has given up by now: no late reply.
                 None => tracing::debug!(?deadline, "deadline passed; call dropped"),
@@ -742,6 +789,15 @@ impl ConnServer {
 
     /// The built-in object: method 0 resolves a name to a handle.
     fn system_call(&self, req: &Request) -> Reply {
+        if req.method == wire::SYSTEM_LIST {
+            let list: Vec<ObjectInfo> = self
+                .shared
+                .objects
+                .iter()
+                .map(|o| ObjectInfo::new(&o.name, o.service.descriptor()))
+                .collect();
+            return Reply::value(&list);
+        }
         if req.method != wire::SYSTEM_RESOLVE {
             return Reply::error(
                 Status::UnknownMethod,

@@ -23,9 +23,10 @@
 //! | 1    | Request  | request id    | object handle `u32`, method index `u16`, deadline ms `u32` (0 = none), args (bincode) |
 //! | 2    | Response | request id    | status `u8`, body (bincode) |
 //! | 3    | Cancel   | request id    | empty |
+//! | 5    | Oneway   | request id    | as Request; no response is sent |
 //! | 4    | GoAway   | reason        | optional last request id `u64` (reason 0: shutting down, 1: connection limit) |
 //!
-//! Kinds 5..=255 are reserved; a peer that receives one closes the connection.
+//! Kinds 6..=255 are reserved; a peer that receives one closes the connection.
 //! Bodies are bincode 2 through serde with little-endian *fixed-width* integers:
 //! a `String`/`Vec<T>` is a `u64` length then the elements, an enum is a `u32`
 //! variant index then its fields, `Option` is a `u8` tag. Method arguments are
@@ -55,6 +56,8 @@ pub const MIN_FRAME_SIZE: usize = 1 << 10;
 pub(crate) const SYSTEM_OBJECT: u32 = 0;
 /// Method index of the system object's `resolve`.
 pub(crate) const SYSTEM_RESOLVE: u16 = 0;
+/// Method index of the system object's `list` (the object directory).
+pub(crate) const SYSTEM_LIST: u16 = 1;
 /// GoAway reason: the sender is shutting down.
 pub const GOAWAY_SHUTDOWN: u64 = 0;
 /// GoAway reason (sent instead of a Hello): the server is at its connection limit.
@@ -74,6 +77,8 @@ pub enum Kind {
     Cancel = 3,
     /// The sender is shutting down and accepts no new requests.
     GoAway = 4,
+    /// A method call that gets no response (`#[oneway]`).
+    Oneway = 5,
 }
 
 /// Status byte of a response: the outcome, and how to read the body.
@@ -200,6 +205,8 @@ pub struct Request {
     pub deadline_ms: u32,
     /// The bincode-encoded argument tuple.
     pub args: Bytes,
+    /// Sent as kind 5: run it, answer nothing.
+    pub oneway: bool,
 }
 
 /// Parses one frame body (the bytes after the length prefix).
@@ -225,7 +232,7 @@ pub fn parse(mut frame: Bytes) -> Result<Message, ProtocolError> {
                 max_frame_size: frame.get_u32_le(),
             }))
         }
-        1 => {
+        1 | 5 => {
             if frame.len() < REQUEST_FIXED {
                 return Err(ProtocolError::Truncated {
                     kind: "request",
@@ -241,6 +248,7 @@ pub fn parse(mut frame: Bytes) -> Result<Message, ProtocolError> {
                 method,
                 deadline_ms,
                 args: frame,
+                oneway: kind == Kind::Oneway as u8,
             }))
         }
         2 => {
@@ -321,7 +329,28 @@ impl FrameBuf {
         deadline_ms: u32,
         args: &A,
     ) -> Result<Self, EncodeError> {
-        let mut f = Self::start(Kind::Request, id, REQUEST_FIXED + 32);
+        Self::call(Kind::Request, id, object, method, deadline_ms, args)
+    }
+
+    /// A oneway request frame (no response will come).
+    pub fn oneway<A: Serialize + ?Sized>(
+        id: u64,
+        object: u32,
+        method: u16,
+        args: &A,
+    ) -> Result<Self, EncodeError> {
+        Self::call(Kind::Oneway, id, object, method, 0, args)
+    }
+
+    fn call<A: Serialize + ?Sized>(
+        kind: Kind,
+        id: u64,
+        object: u32,
+        method: u16,
+        deadline_ms: u32,
+        args: &A,
+    ) -> Result<Self, EncodeError> {
+        let mut f = Self::start(kind, id, REQUEST_FIXED + 32);
         f.buf.put_u32_le(object);
         f.buf.put_u16_le(method);
         f.buf.put_u32_le(deadline_ms);
@@ -380,6 +409,14 @@ impl FrameBuf {
     pub fn set_object(&mut self, object: u32) {
         let at = LENGTH_PREFIX + HEADER_LEN;
         self.buf[at..at + 4].copy_from_slice(&object.to_le_bytes());
+    }
+
+    /// The status of a response frame.
+    pub fn status(&self) -> Status {
+        self.buf
+            .get(LENGTH_PREFIX + HEADER_LEN)
+            .and_then(|&b| Status::from_u8(b))
+            .unwrap_or(Status::Ok)
     }
 
     /// Length of the frame body (what the length prefix will say).
@@ -468,28 +505,32 @@ const LIMIT_4: usize = 1 << 28;
 const LIMIT_5: usize = MAX_FRAME_SIZE_CAP;
 
 /// Decodes a value from a complete body. Trailing bytes are an error: they mean
-/// the two sides disagree about the type.
+/// the two sides disagree about the type. So is a value nested deeper than
+/// 128 levels (see `depth`), which could otherwise overflow the stack.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    use crate::depth::Limited;
     let len = body.len();
     let result = if len <= LIMIT_0 {
-        bincode::serde::decode_from_slice::<T, _>(body, config::<LIMIT_0>())
+        bincode::serde::decode_from_slice::<Limited<T>, _>(body, config::<LIMIT_0>())
     } else if len <= LIMIT_1 {
-        bincode::serde::decode_from_slice::<T, _>(body, config::<LIMIT_1>())
+        bincode::serde::decode_from_slice::<Limited<T>, _>(body, config::<LIMIT_1>())
     } else if len <= LIMIT_2 {
-        bincode::serde::decode_from_slice::<T, _>(body, config::<LIMIT_2>())
+        bincode::serde::decode_from_slice::<Limited<T>, _>(body, config::<LIMIT_2>())
     } else if len <= LIMIT_3 {
-        bincode::serde::decode_from_slice::<T, _>(body, config::<LIMIT_3>())
+        bincode::serde::decode_from_slice::<Limited<T>, _>(body, config::<LIMIT_3>())
     } else if len <= LIMIT_4 {
-        bincode::serde::decode_from_slice::<T, _>(body, config::<LIMIT_4>())
+        bincode::serde::decode_from_slice::<Limited<T>, _>(body, config::<LIMIT_4>())
     } else {
-        bincode::serde::decode_from_slice::<T, _>(body, config::<LIMIT_5>())
+        bincode::serde::decode_from_slice::<Limited<T>, _>(body, config::<LIMIT_5>())
     };
     match result {
-        Ok((value, used)) if used == len => Ok(value),
+        Ok((Limited(value), used)) if used == len => Ok(value),
         Ok((_, used)) => Err(DecodeError(format!(
             "{} trailing bytes after the value",
             len - used
         ))),
+        // A serde error message (such as the nesting limit's) as it is.
+        Err(bincode::error::DecodeError::OtherString(e)) => Err(DecodeError(e)),
         Err(e) => Err(DecodeError(e.to_string())),
     }
 }

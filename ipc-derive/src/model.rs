@@ -27,11 +27,13 @@ pub(crate) struct Method {
     pub(crate) signature: String,
     /// Marked `#[idempotent]`: the client may retry it after a lost connection.
     pub(crate) idempotent: bool,
+    /// Marked `#[oneway]`: the proxy does not wait for the server.
+    pub(crate) oneway: bool,
 }
 
 /// Method attributes that belong to `#[expose]`: read by the macro and
 /// removed from the trait it emits.
-pub(crate) const METHOD_ATTRIBUTES: &[&str] = &["idempotent"];
+pub(crate) const METHOD_ATTRIBUTES: &[&str] = &["idempotent", "oneway"];
 
 /// Removes [`METHOD_ATTRIBUTES`] from every method of `item`.
 pub(crate) fn strip_method_attributes(item: &mut ItemTrait) {

@@ -101,7 +101,13 @@ pub(crate) fn validate(item: &ItemTrait) -> syn::Result<Trait> {
 fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     let sig = &f.sig;
     let before = errors.count;
-    let idempotent = idempotent(f, errors);
+    let idempotent = marker(f, "idempotent", "it marks a method as safe to retry", errors);
+    let oneway = marker(
+        f,
+        "oneway",
+        "it marks a method whose caller does not wait",
+        errors,
+    );
     if sig.asyncness.is_none() {
         errors.push(
             sig.fn_token,
@@ -224,6 +230,12 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         ReturnType::Type(_, ty) => (**ty).clone(),
     };
     check_wire_type(&returns, "return", errors);
+    if oneway && !matches!(&returns, Type::Tuple(t) if t.elems.is_empty()) {
+        errors.push(
+            &sig.output,
+            "`#[oneway]` methods must return `()`: no one waits for their result",
+        );
+    }
     if errors.count > before {
         // The caller goes on to check later methods; this one builds nothing.
         return None;
@@ -245,6 +257,7 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     );
     Some(Method {
         idempotent,
+        oneway,
         ident: sig.ident.clone(),
         docs: f
             .attrs
@@ -259,17 +272,14 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     })
 }
 
-/// Reads `#[idempotent]`: a bare marker, at most once.
-fn idempotent(f: &TraitItemFn, errors: &mut Errors) -> bool {
+/// Reads a bare marker attribute such as `#[idempotent]`, given at most once.
+fn marker(f: &TraitItemFn, name: &str, meaning: &str, errors: &mut Errors) -> bool {
     let mut seen = false;
-    for attr in f.attrs.iter().filter(|a| a.path().is_ident("idempotent")) {
+    for attr in f.attrs.iter().filter(|a| a.path().is_ident(name)) {
         if !matches!(attr.meta, syn::Meta::Path(_)) {
-            errors.push(
-                attr,
-                "`#[idempotent]` takes no arguments: it marks a method as safe to retry",
-            );
+            errors.push(attr, format!("`#[{name}]` takes no arguments: {meaning}"));
         } else if seen {
-            errors.push(attr, "`#[idempotent]` is given twice");
+            errors.push(attr, format!("`#[{name}]` is given twice"));
         }
         seen = true;
     }

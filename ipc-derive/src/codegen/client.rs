@@ -22,11 +22,13 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         let name = m.ident.to_string();
         let signature = &m.signature;
         let idempotent = m.idempotent;
+        let oneway = m.oneway;
         quote! {
             ::ipc_core::__private::MethodDescriptor {
                 name: #name,
                 signature: #signature,
                 idempotent: #idempotent,
+                oneway: #oneway,
             }
         }
     });
@@ -53,6 +55,7 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
             }
         };
         let call = match &m.output {
+            _ if m.oneway => "call_oneway",
             Output::Value => "call",
             Output::Fallible { .. } => "call_fallible",
         };

@@ -32,7 +32,12 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
             #index => {
                 let (#(#names,)*): (#(#types,)*) =
                     ::ipc_core::__private::decode_args(__ipc_args)?;
-                let __ipc_this = ::core::clone::Clone::clone(&self.__ipc_inner);
+                let ::core::option::Option::Some(__ipc_this) = self.__ipc_instance.shared() else {
+                    return ::core::result::Result::Err(
+                        ::ipc_core::__private::DispatchError::NoInstance,
+                    );
+                };
+                let __ipc_this = ::core::clone::Clone::clone(__ipc_this);
                 ::core::result::Result::Ok(::std::boxed::Box::pin(async move {
                     let __ipc_out =
                         <__IpcT as #trait_ident>::#ident(&*__ipc_this, #(#names),*).await;
@@ -46,7 +51,7 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         #[doc = #doc]
         #[allow(dead_code)]
         #vis struct #server<__IpcT> {
-            __ipc_inner: ::std::sync::Arc<__IpcT>,
+            __ipc_instance: ::ipc_core::__private::Instance<__IpcT>,
         }
 
         #[allow(dead_code)]
@@ -54,14 +59,30 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         where
             __IpcT: #trait_ident + ::core::marker::Send + ::core::marker::Sync + 'static,
         {
-            /// Wraps `implementation` for serving.
+            /// Wraps `implementation` for serving; every connection shares it.
             #vis fn new(implementation: __IpcT) -> Self {
-                Self { __ipc_inner: ::std::sync::Arc::new(implementation) }
+                Self::from_arc(::std::sync::Arc::new(implementation))
             }
 
             /// Wraps an implementation that is shared with other code.
             #vis fn from_arc(implementation: ::std::sync::Arc<__IpcT>) -> Self {
-                Self { __ipc_inner: implementation }
+                Self {
+                    __ipc_instance: ::ipc_core::__private::Instance::Shared(implementation),
+                }
+            }
+
+            /// Serves a fresh implementation per connection, made by `make`
+            /// when the connection first calls the object and dropped when
+            /// the connection closes (per-session state).
+            #vis fn per_connection<__IpcF>(make: __IpcF) -> Self
+            where
+                __IpcF: ::core::ops::Fn() -> __IpcT + ::core::marker::Send + ::core::marker::Sync + 'static,
+            {
+                Self {
+                    __ipc_instance: ::ipc_core::__private::Instance::PerConnection(
+                        ::std::sync::Arc::new(make),
+                    ),
+                }
             }
         }
 
@@ -73,7 +94,7 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
 
         impl<__IpcT> ::core::clone::Clone for #server<__IpcT> {
             fn clone(&self) -> Self {
-                Self { __ipc_inner: ::core::clone::Clone::clone(&self.__ipc_inner) }
+                Self { __ipc_instance: ::core::clone::Clone::clone(&self.__ipc_instance) }
             }
         }
 
@@ -81,6 +102,15 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         where
             __IpcT: #trait_ident + ::core::marker::Send + ::core::marker::Sync + 'static,
         {
+            fn for_connection(
+                &self,
+            ) -> ::core::option::Option<::std::sync::Arc<dyn ::ipc_core::__private::Service>> {
+                let fresh = self.__ipc_instance.fresh()?;
+                ::core::option::Option::Some(::std::sync::Arc::new(Self {
+                    __ipc_instance: ::ipc_core::__private::Instance::Shared(fresh),
+                }))
+            }
+
             fn descriptor(&self) -> &'static ::ipc_core::__private::ObjectDescriptor {
                 <#proxy as ::ipc_core::__private::Proxy>::DESCRIPTOR
             }
