@@ -24,3 +24,7 @@ impl Bench for BenchImpl {
         data
     }
 }
+
+pub mod columns;
+pub mod raw;
+pub mod tarpc_col;

@@ -1,12 +1,20 @@
 //! What the example programs share: the [`Greeter`] interface served by
-//! `hello-server` and called by `hello-client`, the `--addr HOST:PORT`
-//! argument both accept, and logging set up from `RUST_LOG`.
+//! `hello-server` and called by `hello-client`, the `--addr ADDR` argument
+//! both accept (`HOST:PORT` for TCP, `unix:PATH` for a Unix domain socket),
+//! and logging set up from `RUST_LOG`.
 //!
 //! Run them in two terminals:
 //!
 //! ```text
 //! cargo run -p ipc-examples --bin hello-server
 //! cargo run -p ipc-examples --bin hello-client -- World
+//! ```
+//!
+//! or, over a Unix domain socket:
+//!
+//! ```text
+//! cargo run -p ipc-examples --bin hello-server -- --addr unix:/tmp/hello.sock
+//! cargo run -p ipc-examples --bin hello-client -- --addr unix:/tmp/hello.sock World
 //! ```
 
 use std::future::Future;
@@ -33,10 +41,11 @@ impl Greeter for Hello {
     }
 }
 
-/// The command line of a hello program: `[--addr HOST:PORT] [ARGS...]`.
+/// The command line of a hello program: `[--addr ADDR] [ARGS...]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
-    /// The address from `--addr HOST:PORT` (or `--addr=HOST:PORT`);
+    /// The address from `--addr ADDR` (or `--addr=ADDR`), where `ADDR` is
+    /// `HOST:PORT`, `tcp:HOST:PORT` or `unix:PATH` (see [`Address`]);
     /// [`DEFAULT_ADDR`] (`localhost:9099`) when absent.
     pub addr: Address,
     /// The other arguments, in order. `--` ends the options, so a name may
@@ -102,7 +111,8 @@ impl Args {
 fn parse_addr(value: &str) -> Result<Address, ArgsError> {
     value.parse().map_err(|_| {
         ArgsError::Invalid(format!(
-            "invalid address `{value}`: expected HOST:PORT, for example {DEFAULT_ADDR}"
+            "invalid address `{value}`: expected HOST:PORT or unix:PATH, \
+             for example {DEFAULT_ADDR} or unix:/tmp/hello.sock"
         ))
     })
 }
@@ -181,6 +191,29 @@ mod tests {
     }
 
     #[test]
+    fn addr_may_be_a_unix_socket_path() {
+        for (args, path) in [
+            (
+                &["--addr", "unix:/tmp/hello.sock", "World"][..],
+                "/tmp/hello.sock",
+            ),
+            (&["--addr=unix:hello.sock", "World"][..], "hello.sock"),
+        ] {
+            assert_eq!(
+                parse(args),
+                Ok(Args {
+                    addr: Address::Unix(path.into()),
+                    rest: vec!["World".into()],
+                })
+            );
+        }
+        assert_eq!(
+            parse(&["--addr", "tcp:127.0.0.1:7000"]).map(|a| a.addr),
+            Ok(Address::from("127.0.0.1:7000"))
+        );
+    }
+
+    #[test]
     fn double_dash_ends_options() {
         assert_eq!(
             parse(&["--", "--addr"]).map(|a| a.rest),
@@ -193,6 +226,7 @@ mod tests {
         assert!(invalid(&["--addr"]));
         assert!(invalid(&["--addr", "nonsense"]));
         assert!(invalid(&["--addr", "host:notaport"]));
+        assert!(invalid(&["--addr", "unix:"]));
         assert!(invalid(&["--addr", "a:1", "--addr", "b:2"]));
         assert!(invalid(&["--verbose"]));
     }

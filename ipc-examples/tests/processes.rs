@@ -206,6 +206,56 @@ fn server_exits_0_promptly_on_sigint() {
     assert!(server.rest_of_stdout().contains("stopped"));
 }
 
+/// A Unix socket path in the temporary directory, unique to this process
+/// and call; nothing is created there.
+#[cfg(unix)]
+fn fresh_socket_path() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("ipc-examples-{}-{n}.sock", std::process::id()))
+}
+
+#[cfg(unix)]
+#[test]
+fn hello_over_a_unix_socket_then_sigint_removes_the_socket_file() {
+    let path = fresh_socket_path();
+    let addr = format!("unix:{}", path.display());
+    let mut server = hello_server(&["--addr", &addr]);
+    assert_eq!(server.next_line(), format!("listening on {addr}"));
+    assert!(path.exists());
+
+    let out = hello_client(&["--addr", &addr, "World"]);
+    assert!(
+        out.status.success(),
+        "{:?}; stderr: {}",
+        out.status,
+        out.stderr
+    );
+    assert_eq!(out.stdout, "Hello, World!\n");
+
+    // A second server on the live socket fails at once, naming it, and
+    // leaves the first one serving.
+    let mut second = hello_server(&["--addr", &addr]);
+    let status = second.wait(Duration::from_secs(2));
+    let stderr = second.finish_stderr();
+    assert!(!status.success(), "a second server started on {addr}");
+    assert!(
+        stderr.contains(&addr),
+        "stderr does not name {addr}: {stderr:?}"
+    );
+    assert!(hello_client(&["--addr", &addr, "again"]).status.success());
+
+    server.interrupt();
+    let status = server.wait(Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "{status:?}; stderr: {}",
+        server.finish_stderr()
+    );
+    assert!(!path.exists(), "the socket file outlived the server");
+}
+
 #[test]
 fn server_on_a_busy_port_exits_non_zero_at_once_naming_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -1,11 +1,12 @@
 //! Shared fixtures for the integration tests: example traits, their
-//! implementations, and helpers to start a server on a free port.
+//! implementations, helpers to start a server on a free port, and
+//! [`each_transport!`] to run one scenario over every [`Transport`].
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipc_core::{Client, Server, ServerBuilder, ServerHandle, expose};
+use ipc_core::{Address, Client, Server, ServerBuilder, ServerHandle, expose};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
@@ -186,10 +187,96 @@ pub async fn connect_in_memory(server: &ServerHandle) -> Client {
 
 /// Starts a server on a free loopback port with `build` applied.
 pub async fn start(build: impl FnOnce(ServerBuilder) -> ServerBuilder) -> ServerHandle {
-    match build(Server::builder().addr("127.0.0.1:0")).start().await {
-        Ok(s) => s,
-        Err(e) => panic!("server did not start: {e}"),
+    Transport::Tcp.start(build).await
+}
+
+/// A kind of socket the server listens on and the client connects over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TCP on the loopback interface, on a port the OS picks.
+    Tcp,
+    /// A Unix domain socket at a fresh path in the temporary directory.
+    #[cfg(unix)]
+    Unix,
+}
+
+impl Transport {
+    /// An address of this transport no server of this process has used:
+    /// `127.0.0.1:0`, or a Unix socket path unique to this process and call.
+    pub fn fresh_addr(self) -> Address {
+        match self {
+            Self::Tcp => Address::from("127.0.0.1:0"),
+            #[cfg(unix)]
+            Self::Unix => Address::Unix(fresh_socket_path()),
+        }
     }
+
+    /// Starts a server on a fresh address of this transport with `build`
+    /// applied; [`connect`] reaches it.
+    pub async fn start(self, build: impl FnOnce(ServerBuilder) -> ServerBuilder) -> ServerHandle {
+        let addr = self.fresh_addr();
+        match build(Server::builder().addr(&addr)).start().await {
+            Ok(s) => s,
+            Err(e) => panic!("server did not start on {addr}: {e}"),
+        }
+    }
+}
+
+/// A path in the temporary directory for a Unix socket, unique to this
+/// process and call; nothing is created there.
+#[cfg(unix)]
+pub fn fresh_socket_path() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("ipc-test-{}-{n}.sock", std::process::id()))
+}
+
+/// Runs each test body once per [`Transport`]: every
+/// `#[attr] async fn name(transport) { .. }` inside becomes `tcp::name` and
+/// (on Unix) `unix::name`, with `transport` bound to the [`Transport`].
+/// The attributes are kept, so `#[tokio::test(flavor = "multi_thread",
+/// worker_threads = 2)]` works as well as `#[tokio::test]`. Invoke it once
+/// per test file; the modules `use super::*`.
+///
+/// ```ignore
+/// each_transport! {
+///     #[tokio::test]
+///     async fn add_works(transport) {
+///         let server = transport.start(|b| b.expose(CalculatorServer::new(Calc))).await;
+///         let calc: CalculatorProxy = connect(&server).await.get_exposed_object().await.unwrap();
+///         assert_eq!(calc.add(2, 3).await.unwrap(), 5);
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! each_transport {
+    ($($(#[$attr:meta])* async fn $name:ident($transport:ident) $body:block)*) => {
+        mod tcp {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$attr])*
+                async fn $name() {
+                    let $transport = $crate::Transport::Tcp;
+                    $body
+                }
+            )*
+        }
+
+        #[cfg(unix)]
+        mod unix {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$attr])*
+                async fn $name() {
+                    let $transport = $crate::Transport::Unix;
+                    $body
+                }
+            )*
+        }
+    };
 }
 
 /// Connects a client to `server`.

@@ -1,7 +1,7 @@
 //! Asks a running `hello-server` to greet someone and prints the answer.
 //!
 //! ```text
-//! hello-client [--addr HOST:PORT] NAME      (default localhost:9099)
+//! hello-client [--addr HOST:PORT|unix:PATH] NAME      (default localhost:9099)
 //! ```
 //!
 //! Prints `Hello, NAME!` and exits 0; prints the error to stderr and exits 1
@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use ipc_core::{Address, Client, Error};
 use ipc_examples::{Args, ArgsError, GreeterProxy};
 
-const USAGE: &str = "usage: hello-client [--addr HOST:PORT] NAME   (default localhost:9099)";
+const USAGE: &str =
+    "usage: hello-client [--addr HOST:PORT|unix:PATH] NAME   (default localhost:9099)";
 
 #[tokio::main]
 async fn main() -> ExitCode {

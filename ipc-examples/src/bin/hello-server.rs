@@ -2,10 +2,10 @@
 //! down gracefully.
 //!
 //! ```text
-//! hello-server [--addr HOST:PORT]      (default localhost:9099)
+//! hello-server [--addr HOST:PORT|unix:PATH]      (default localhost:9099)
 //! ```
 //!
-//! Prints `listening on ADDR` once the port is bound. Exits 0 after a Ctrl-C
+//! Prints `listening on ADDR` once the address is bound. Exits 0 after a Ctrl-C
 //! (SIGINT), non-zero at once if the address cannot be bound, 2 on bad usage.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use ipc_core::Server;
 use ipc_examples::{Args, ArgsError, GreeterServer, Hello};
 
-const USAGE: &str = "usage: hello-server [--addr HOST:PORT]   (default localhost:9099)";
+const USAGE: &str = "usage: hello-server [--addr HOST:PORT|unix:PATH]   (default localhost:9099)";
 
 #[tokio::main]
 async fn main() -> ExitCode {

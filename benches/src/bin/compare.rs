@@ -1,0 +1,770 @@
+//! `compare`: `ipc` side by side with a raw-TCP ceiling and tarpc, every
+//! scenario for every column in one process.
+//!
+//! ```sh
+//! cargo run --release -p benches --bin compare            # full run, ~2 min
+//! cargo run --release -p benches --bin compare -- --quick # under 90 s
+//! # one scenario / some columns (e.g. to profile):
+//! cargo run --release -p benches --bin compare -- --only b --columns ipc
+//! ```
+//!
+//! Columns ([`benches::columns`]): `raw` (hand-written `LengthDelimitedCodec`
+//! exchange, the ceiling), `tarpc` (0.38, bincode over TCP), `ipc` (TCP), and
+//! `ipc-unix` once `ipc_core::Address` has a Unix variant (skipped until then).
+//!
+//! Arrangement, the same for every column: for each (scenario, column) a fresh
+//! pair of runtimes, servers on one and clients on the other, each
+//! `new_multi_thread().worker_threads(1)`. Every scenario runs for every
+//! column once per round; the column order rotates between rounds (3 rounds),
+//! and each cell of the table is the median of the rounds.
+//!
+//! Scenarios and how each is measured:
+//!
+//! - **(a) sequential latency**: one connection, one task calling `add`
+//!   back to back; each call timed with `Instant`; p50/p99 µs. The whole
+//!   process (every thread, via `sched_setaffinity` on each entry of
+//!   `/proc/self/task`; the runtimes are built after, so their threads inherit
+//!   it) is pinned to one core for this scenario only, then restored.
+//! - **(b) pipelined**: one connection, 64 tasks each calling `add` back to
+//!   back (closed loop, 64 calls in flight); calls/s over the measuring
+//!   window after a warm-up.
+//! - **(g) CPU per call** in (b): process CPU time
+//!   (`CLOCK_PROCESS_CPUTIME_ID`: client, server and this harness together)
+//!   over the same window, divided by the calls completed in it. Reported
+//!   for (c) as well.
+//! - **(c) many connections**: 32 connections × 8 tasks each, as (b).
+//! - **(d) throughput**: one connection, one task calling `echo` with 64 KiB,
+//!   then 1 MiB, back to back; MiB/s counts the payload once per call (the
+//!   request's; the reply carries as much again).
+//! - **(e) cold start**: a new connection made ready (for `ipc`: connect +
+//!   handshake + `get_exposed_object`) and one `add`, timed together, then
+//!   closed; p50 µs over many (after 3 unmeasured ones).
+//! - **(f) server memory per idle connection**: the column's server runs
+//!   alone in a child process (this binary, `--mem-server COLUMN`, same
+//!   one-worker runtime), so the client side's memory is not in the figure.
+//!   The parent opens 10 warm-up connections (each makes one `add`), reads
+//!   the child's resident set (`VmRSS` from `/proc/self/status`, asked over a
+//!   pipe), opens 1,000 more connections that each make one `add` and then
+//!   stay idle, waits 500 ms, reads it again: KiB per connection =
+//!   difference / 1,000. Kernel socket buffers are not in RSS, so not
+//!   counted; nor are pages the warm-up touched, freed and the connections
+//!   reuse, nor allocated but never touched buffers. So the figure is the
+//!   user-space memory an idle connection really occupies, possibly a
+//!   little under it. Target for `ipc`: ≤ 16 KiB.
+//!
+//! Ratios are ipc/raw and ipc/tarpc of the medians; for throughput higher is
+//! better, for latency, CPU and memory lower is better. The last line printed
+//! is the machine-readable summary:
+//! `summary pipelined_vs_tarpc=A pipelined_vs_raw=B many_conns_vs_tarpc=C mib_vs_raw=D seq_p50_vs_raw=E`
+//! where A, B and C are ratios of calls/s in (b), (b) and (c), D is the
+//! geometric mean of ipc/raw MiB/s at 64 KiB and 1 MiB in (d), and E is ipc/raw
+//! of the p50 in (a) (above 1: ipc is slower).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use benches::columns::{BoxError, Column, Conn, Runtimes, Target, one_worker, start_server};
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::time::{ClockId, clock_gettime};
+use nix::unistd::Pid;
+
+/// Rounds per run; each cell is the median over them.
+const ROUNDS: usize = 3;
+/// Calls in flight in (b).
+const PIPELINE: usize = 64;
+/// Connections and calls in flight per connection in (c).
+const MANY_CONNS: usize = 32;
+const MANY_PER_CONN: usize = 8;
+/// Payload sizes of (d).
+const ECHO_SMALL: usize = 64 * 1024;
+const ECHO_LARGE: usize = 1024 * 1024;
+/// Idle connections opened in (f), and warm-up connections before them.
+const IDLE_CONNS: usize = 1000;
+const IDLE_WARM: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Scenario {
+    A,
+    B,
+    C,
+    D,
+    E,
+    F,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 6] = [Self::A, Self::B, Self::C, Self::D, Self::E, Self::F];
+
+    fn from_letter(s: &str) -> Option<Self> {
+        Some(match s {
+            "a" => Self::A,
+            "b" | "g" => Self::B,
+            "c" => Self::C,
+            "d" => Self::D,
+            "e" => Self::E,
+            "f" => Self::F,
+            _ => return None,
+        })
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Metric {
+    SeqP50,
+    SeqP99,
+    PipeCalls,
+    PipeCpu,
+    ManyCalls,
+    ManyCpu,
+    EchoSmall,
+    EchoLarge,
+    ColdP50,
+    MemPerConn,
+}
+
+impl Metric {
+    const ALL: [Metric; 10] = [
+        Self::SeqP50,
+        Self::SeqP99,
+        Self::PipeCalls,
+        Self::PipeCpu,
+        Self::ManyCalls,
+        Self::ManyCpu,
+        Self::EchoSmall,
+        Self::EchoLarge,
+        Self::ColdP50,
+        Self::MemPerConn,
+    ];
+
+    /// (scenario, unit)
+    fn label(self) -> (&'static str, &'static str) {
+        match self {
+            Self::SeqP50 => ("(a) sequential `add`, 1 core", "p50 µs"),
+            Self::SeqP99 => ("(a) sequential `add`, 1 core", "p99 µs"),
+            Self::PipeCalls => ("(b) 1 conn × 64 in flight, `add`", "calls/s"),
+            Self::PipeCpu => ("(g) CPU per call in (b)", "CPU µs/call"),
+            Self::ManyCalls => ("(c) 32 conns × 8 in flight, `add`", "calls/s"),
+            Self::ManyCpu => ("(c) CPU per call", "CPU µs/call"),
+            Self::EchoSmall => ("(d) echo 64 KiB, 1 in flight", "MiB/s"),
+            Self::EchoLarge => ("(d) echo 1 MiB, 1 in flight", "MiB/s"),
+            Self::ColdP50 => ("(e) connect + first call", "p50 µs"),
+            Self::MemPerConn => ("(f) server memory per idle conn (1,000)", "KiB"),
+        }
+    }
+
+    fn format(self, v: f64) -> String {
+        match self {
+            Self::PipeCalls | Self::ManyCalls | Self::EchoSmall | Self::EchoLarge => {
+                format!("{v:.0}")
+            }
+            Self::SeqP50 | Self::SeqP99 | Self::ColdP50 => format!("{v:.1}"),
+            Self::PipeCpu | Self::ManyCpu => format!("{v:.2}"),
+            Self::MemPerConn => format!("{v:.1}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    quick: bool,
+    rounds: usize,
+    warmup: Duration,
+    measure: Duration,
+    cold_iters: usize,
+    scenarios: Vec<Scenario>,
+    columns: Vec<Column>,
+}
+
+type Results = HashMap<(Metric, Column), Vec<f64>>;
+
+fn main() {
+    raise_open_file_limit();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--mem-server") {
+        let column = args.get(i + 1).and_then(|c| Column::from_name(c));
+        let Some(column) = column else {
+            eprintln!("--mem-server needs a column name");
+            std::process::exit(2);
+        };
+        if let Err(e) = mem_server(column) {
+            eprintln!("mem-server {}: {e}", column.name());
+            std::process::exit(1);
+        }
+        return;
+    }
+    let settings = match parse_args(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "{e}\nusage: compare [--quick] [--rounds N] [--only a,b,..] [--columns raw,tarpc,ipc,ipc-unix]"
+            );
+            std::process::exit(2);
+        }
+    };
+    let started = Instant::now();
+    let results = run_all(&settings);
+    print_report(&settings, &results, started.elapsed());
+}
+
+fn parse_args(args: &[String]) -> Result<Settings, String> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut s = Settings {
+        quick,
+        rounds: ROUNDS,
+        warmup: Duration::from_millis(if quick { 200 } else { 500 }),
+        measure: Duration::from_millis(if quick { 600 } else { 2000 }),
+        cold_iters: if quick { 40 } else { 200 },
+        scenarios: Scenario::ALL.to_vec(),
+        columns: Column::available(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => {}
+            "--rounds" => {
+                s.rounds = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("--rounds needs a positive number")?;
+            }
+            "--only" => {
+                let list = it.next().ok_or("--only needs a list")?;
+                s.scenarios = list
+                    .split(',')
+                    .map(|l| Scenario::from_letter(l.trim()).ok_or(format!("no scenario {l}")))
+                    .collect::<Result<_, _>>()?;
+                s.scenarios.sort();
+                s.scenarios.dedup();
+            }
+            "--columns" => {
+                let list = it.next().ok_or("--columns needs a list")?;
+                let available = Column::available();
+                s.columns = list
+                    .split(',')
+                    .map(|c| {
+                        Column::from_name(c.trim())
+                            .filter(|c| available.contains(c))
+                            .ok_or(format!("no column {c} in this build"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(s)
+}
+
+fn run_all(s: &Settings) -> Results {
+    let mut results = Results::new();
+    for round in 0..s.rounds {
+        let mut order = s.columns.clone();
+        let n = order.len().max(1);
+        order.rotate_left(round % n);
+        let names: Vec<_> = order.iter().map(|c| c.name()).collect();
+        eprintln!("round {}/{}: columns {names:?}", round + 1, s.rounds);
+        for &scenario in &s.scenarios {
+            for &column in &order {
+                match run_scenario(scenario, column, s) {
+                    Ok(metrics) => {
+                        let shown: Vec<String> = metrics
+                            .iter()
+                            .map(|(m, v)| format!("{} {}", m.format(*v), m.label().1))
+                            .collect();
+                        eprintln!("  {scenario:?} {:<8} {}", column.name(), shown.join(", "));
+                        for (m, v) in metrics {
+                            results.entry((m, column)).or_default().push(v);
+                        }
+                    }
+                    Err(e) => eprintln!("  {scenario:?} {:<8} FAILED: {e}", column.name()),
+                }
+            }
+        }
+    }
+    results
+}
+
+fn run_scenario(
+    scenario: Scenario,
+    column: Column,
+    s: &Settings,
+) -> Result<Vec<(Metric, f64)>, BoxError> {
+    match scenario {
+        Scenario::A => sequential_latency(column, s),
+        Scenario::B => {
+            let (calls, cpu) = closed_loop(column, s, 1, PIPELINE)?;
+            Ok(vec![(Metric::PipeCalls, calls), (Metric::PipeCpu, cpu)])
+        }
+        Scenario::C => {
+            let (calls, cpu) = closed_loop(column, s, MANY_CONNS, MANY_PER_CONN)?;
+            Ok(vec![(Metric::ManyCalls, calls), (Metric::ManyCpu, cpu)])
+        }
+        Scenario::D => echo_throughput(column, s),
+        Scenario::E => cold_start(column, s),
+        Scenario::F => Ok(vec![(Metric::MemPerConn, server_memory(column)?)]),
+    }
+}
+
+/// Starts `column`'s server on a fresh pair of runtimes, runs `f` with them,
+/// then drops the client runtime and the server runtime (ending every task).
+fn with_server<T>(
+    column: Column,
+    f: impl FnOnce(&Runtimes, &Target) -> Result<T, BoxError>,
+) -> Result<T, BoxError> {
+    let rts = Runtimes::new()?;
+    let server = rts.server.block_on(start_server(column))?;
+    let out = f(&rts, &server.target);
+    let Runtimes {
+        server: srt,
+        client,
+    } = rts;
+    drop(client);
+    drop(server);
+    drop(srt);
+    out
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The value at quantile `q` (0..=1) of sorted `v`.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn check_add(got: u64, a: u64, b: u64) -> Result<(), BoxError> {
+    if got == a.wrapping_add(b) {
+        Ok(())
+    } else {
+        Err(format!("add({a}, {b}) returned {got}").into())
+    }
+}
+
+// --- (a) ---------------------------------------------------------------
+
+fn sequential_latency(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, BoxError> {
+    let original = sched_getaffinity(Pid::from_raw(0))?;
+    let core = (0..CpuSet::count())
+        .find(|&c| original.is_set(c).unwrap_or(false))
+        .ok_or("no CPU in this process's affinity mask")?;
+    let mut one = CpuSet::new();
+    one.set(core)?;
+    set_process_affinity(&one)?;
+    let (warmup, measure) = (s.warmup, s.measure);
+    let result = with_server(column, |rts, target| {
+        rts.client.block_on(async move {
+            let conn = Conn::connect(column, target).await?;
+            let spawned = tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(1 << 16);
+                let start = Instant::now();
+                let mut i = 0u64;
+                while start.elapsed() < warmup {
+                    check_add(conn.add(i, 1).await?, i, 1)?;
+                    i += 1;
+                }
+                let start = Instant::now();
+                while start.elapsed() < measure {
+                    let t = Instant::now();
+                    let got = conn.add(i, 1).await?;
+                    lat.push(micros(t.elapsed()));
+                    check_add(got, i, 1)?;
+                    i += 1;
+                }
+                Ok::<_, BoxError>(lat)
+            });
+            let mut lat = spawned.await??;
+            lat.sort_by(f64::total_cmp);
+            Ok(vec![
+                (Metric::SeqP50, quantile(&lat, 0.50)),
+                (Metric::SeqP99, quantile(&lat, 0.99)),
+            ])
+        })
+    });
+    set_process_affinity(&original)?;
+    result
+}
+
+/// Sets the CPU affinity of every thread of this process.
+fn set_process_affinity(set: &CpuSet) -> Result<(), BoxError> {
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let Some(tid) = entry?.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // A thread may have exited since the listing; ignore that.
+        let _ = sched_setaffinity(Pid::from_raw(tid), set);
+    }
+    Ok(())
+}
+
+// --- (b), (c), (g) -------------------------------------------------------
+
+/// `conns` connections × `per_conn` tasks each calling `add` back to back;
+/// returns (calls/s, CPU µs per call) over the measuring window.
+fn closed_loop(
+    column: Column,
+    s: &Settings,
+    conns: usize,
+    per_conn: usize,
+) -> Result<(f64, f64), BoxError> {
+    let (warmup, measure) = (s.warmup, s.measure);
+    with_server(column, |rts, target| {
+        rts.client.block_on(async move {
+            let stop = Arc::new(AtomicBool::new(false));
+            let count = Arc::new(AtomicU64::new(0));
+            let mut tasks = Vec::with_capacity(conns * per_conn);
+            for _ in 0..conns {
+                let conn = Conn::connect(column, target).await?;
+                for k in 0..per_conn as u64 {
+                    let (conn, stop, count) = (conn.clone(), stop.clone(), count.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let mut i = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            check_add(conn.add(i, k).await?, i, k)?;
+                            count.fetch_add(1, Ordering::Relaxed);
+                            i += 1;
+                        }
+                        Ok::<_, BoxError>(())
+                    }));
+                }
+            }
+            tokio::time::sleep(warmup).await;
+            let (c0, cpu0, t0) = (count.load(Ordering::Relaxed), cpu_time()?, Instant::now());
+            tokio::time::sleep(measure).await;
+            let (c1, cpu1, t1) = (count.load(Ordering::Relaxed), cpu_time()?, Instant::now());
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                t.await??;
+            }
+            let calls = (c1 - c0) as f64;
+            if calls == 0.0 {
+                return Err("no call completed".into());
+            }
+            Ok((
+                calls / (t1 - t0).as_secs_f64(),
+                micros(cpu1.saturating_sub(cpu0)) / calls,
+            ))
+        })
+    })
+}
+
+/// CPU time of the whole process (every thread), user + system.
+fn cpu_time() -> Result<Duration, BoxError> {
+    let t = clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID)?;
+    Ok(Duration::new(
+        u64::try_from(t.tv_sec())?,
+        u32::try_from(t.tv_nsec())?,
+    ))
+}
+
+// --- (d) -----------------------------------------------------------------
+
+fn echo_throughput(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, BoxError> {
+    let (warmup, measure) = (s.warmup, s.measure);
+    with_server(column, |rts, target| {
+        rts.client.block_on(async move {
+            let conn = Conn::connect(column, target).await?;
+            let spawned = tokio::spawn(async move {
+                let mut out = Vec::new();
+                for (metric, size) in [
+                    (Metric::EchoSmall, ECHO_SMALL),
+                    (Metric::EchoLarge, ECHO_LARGE),
+                ] {
+                    let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+                    let call = async |payload: &Vec<u8>| -> Result<(), BoxError> {
+                        let back = conn.echo(payload.clone()).await?;
+                        if back.len() != size || back[size - 1] != payload[size - 1] {
+                            return Err("echo returned other bytes".into());
+                        }
+                        Ok(())
+                    };
+                    let start = Instant::now();
+                    while start.elapsed() < warmup {
+                        call(&payload).await?;
+                    }
+                    let (start, mut calls) = (Instant::now(), 0u64);
+                    while start.elapsed() < measure {
+                        call(&payload).await?;
+                        calls += 1;
+                    }
+                    let mib = (calls as f64 * size as f64) / (1024.0 * 1024.0);
+                    out.push((metric, mib / start.elapsed().as_secs_f64()));
+                }
+                Ok::<_, BoxError>(out)
+            });
+            spawned.await?
+        })
+    })
+}
+
+// --- (e) -----------------------------------------------------------------
+
+fn cold_start(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, BoxError> {
+    let iters = s.cold_iters;
+    with_server(column, |rts, target| {
+        let target = target.clone();
+        rts.client.block_on(async move {
+            let spawned = tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(iters);
+                for i in 0..iters + 3 {
+                    let t = Instant::now();
+                    let conn = Conn::connect(column, &target).await?;
+                    check_add(conn.add(1, 2).await?, 1, 2)?;
+                    let took = t.elapsed();
+                    drop(conn);
+                    if i >= 3 {
+                        lat.push(micros(took));
+                    }
+                }
+                Ok::<_, BoxError>(lat)
+            });
+            let mut lat = spawned.await??;
+            lat.sort_by(f64::total_cmp);
+            Ok(vec![(Metric::ColdP50, quantile(&lat, 0.50))])
+        })
+    })
+}
+
+// --- (f) -----------------------------------------------------------------
+
+/// The child side of (f): serve `column` on a one-worker runtime, print
+/// `target ADDR`, then answer each `rss` line on stdin with `rss BYTES`;
+/// exit at end of input.
+fn mem_server(column: Column) -> Result<(), BoxError> {
+    let rt = one_worker("bench-server")?;
+    let server = rt.block_on(start_server(column))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "target {}", server.target)?;
+    stdout.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        if line?.trim() == "rss" {
+            writeln!(stdout, "rss {}", rss_bytes()?)?;
+            stdout.flush()?;
+        }
+    }
+    drop(server);
+    drop(rt);
+    Ok(())
+}
+
+/// This process's resident set size, from `VmRSS` in `/proc/self/status`.
+fn rss_bytes() -> Result<u64, BoxError> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmRSS in /proc/self/status")?;
+    Ok(kib * 1024)
+}
+
+struct MemChild {
+    child: Child,
+    input: Option<ChildStdin>,
+    output: BufReader<ChildStdout>,
+}
+
+impl MemChild {
+    fn spawn(column: Column) -> Result<Self, BoxError> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--mem-server", column.name()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let input = child.stdin.take();
+        let output = BufReader::new(child.stdout.take().ok_or("no child stdout")?);
+        Ok(Self {
+            child,
+            input,
+            output,
+        })
+    }
+
+    fn line(&mut self, prefix: &str) -> Result<String, BoxError> {
+        let mut line = String::new();
+        self.output.read_line(&mut line)?;
+        line.trim()
+            .strip_prefix(prefix)
+            .map(|v| v.trim().to_owned())
+            .ok_or_else(|| format!("child said {line:?}, expected {prefix}").into())
+    }
+
+    fn rss(&mut self) -> Result<u64, BoxError> {
+        let input = self.input.as_mut().ok_or("child stdin closed")?;
+        writeln!(input, "rss")?;
+        input.flush()?;
+        Ok(self.line("rss")?.parse()?)
+    }
+}
+
+impl Drop for MemChild {
+    fn drop(&mut self) {
+        drop(self.input.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// (f): KiB of server RSS per idle connection; see the module docs.
+fn server_memory(column: Column) -> Result<f64, BoxError> {
+    let mut child = MemChild::spawn(column)?;
+    let shown = child.line("target")?;
+    let target = match column {
+        Column::Raw | Column::Tarpc => Target::Socket(shown.parse()?),
+        Column::Ipc | Column::IpcUnix => Target::Ipc(shown.parse()?),
+    };
+    let rt = one_worker("bench-client")?;
+    let per_conn = rt.block_on(async {
+        let open = async |n: usize, conns: &mut Vec<Conn>| -> Result<(), BoxError> {
+            for i in 0..n as u64 {
+                let conn = Conn::connect(column, &target).await?;
+                check_add(conn.add(i, 1).await?, i, 1)?;
+                conns.push(conn);
+            }
+            Ok(())
+        };
+        let mut conns = Vec::with_capacity(IDLE_WARM + IDLE_CONNS);
+        open(IDLE_WARM, &mut conns).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = child.rss()?;
+        open(IDLE_CONNS, &mut conns).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = child.rss()?;
+        drop(conns);
+        Ok::<_, BoxError>(after.saturating_sub(before) as f64 / IDLE_CONNS as f64 / 1024.0)
+    });
+    drop(rt);
+    drop(child);
+    per_conn
+}
+
+/// Raises the soft open-file limit to the hard one: (f) holds 1,000+
+/// sockets in each process.
+fn raise_open_file_limit() {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    let need = (2 * (IDLE_CONNS + IDLE_WARM) + 64) as u64;
+    if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < need {
+            eprintln!("warning: open-file limit {soft} < {need}; scenario (f) may fail");
+        }
+    }
+}
+
+// --- report --------------------------------------------------------------
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cpus} CPUs, {model}")
+}
+
+fn print_report(s: &Settings, results: &Results, took: Duration) {
+    let med = |m: Metric, c: Column| results.get(&(m, c)).and_then(|v| median(v));
+    let ratio = |m: Metric, other: Column| match (med(m, Column::Ipc), med(m, other)) {
+        (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+        _ => None,
+    };
+    let cell = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("—".to_owned(), f);
+
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "\n## ipc vs raw TCP vs tarpc ({}; {} round(s), median; {}; {:.0} s)\n",
+        machine(),
+        s.rounds,
+        if s.quick { "quick" } else { "full" },
+        took.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "Servers on one runtime, clients on another, each multi-thread with 1 worker; loopback TCP."
+    );
+    let _ = writeln!(
+        out,
+        "Ratios are ipc ÷ other: above 1 is better for calls/s and MiB/s, worse for µs and KiB.\n"
+    );
+    let mut header = "| scenario | unit |".to_owned();
+    let mut rule = "|---|---|".to_owned();
+    for c in &s.columns {
+        header.push_str(&format!(" {} |", c.name()));
+        rule.push_str("---:|");
+    }
+    header.push_str(" ipc/raw | ipc/tarpc |");
+    rule.push_str("---:|---:|");
+    let _ = writeln!(out, "{header}\n{rule}");
+    for m in Metric::ALL {
+        if s.columns.iter().all(|c| med(m, *c).is_none()) {
+            continue;
+        }
+        let (scenario, unit) = m.label();
+        let mut row = format!("| {scenario} | {unit} |");
+        for c in &s.columns {
+            row.push_str(&format!(" {} |", cell(med(m, *c), &|v| m.format(v))));
+        }
+        let r = |o| cell(ratio(m, o), &|v| format!("{v:.2}"));
+        row.push_str(&format!(" {} | {} |", r(Column::Raw), r(Column::Tarpc)));
+        let _ = writeln!(out, "{row}");
+    }
+    let _ = writeln!(out, "\n(f) target for ipc: ≤ 16 KiB per idle connection.\n");
+
+    let fmt = |v: Option<f64>| v.map_or("nan".to_owned(), |v| format!("{v:.2}"));
+    let mib = match (
+        ratio(Metric::EchoSmall, Column::Raw),
+        ratio(Metric::EchoLarge, Column::Raw),
+    ) {
+        (Some(a), Some(b)) => Some((a * b).sqrt()),
+        _ => None,
+    };
+    let _ = writeln!(
+        out,
+        "summary pipelined_vs_tarpc={} pipelined_vs_raw={} many_conns_vs_tarpc={} mib_vs_raw={} seq_p50_vs_raw={}",
+        fmt(ratio(Metric::PipeCalls, Column::Tarpc)),
+        fmt(ratio(Metric::PipeCalls, Column::Raw)),
+        fmt(ratio(Metric::ManyCalls, Column::Tarpc)),
+        fmt(mib),
+        fmt(ratio(Metric::SeqP50, Column::Raw)),
+    );
+    let _ = out.flush();
+}

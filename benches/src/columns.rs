@@ -1,0 +1,245 @@
+//! The columns of the comparison, behind one interface: start a column's
+//! server, connect a client to it, call `add` and `echo`.
+//!
+//! Every column runs in the same arrangement ([`Runtimes`]): its server on
+//! one Tokio runtime, its clients on another, each a multi-thread runtime
+//! with one worker thread.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipc_core::{Address, Client, Server, ServerHandle};
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use crate::raw::{self, RawClient};
+use crate::tarpc_col::{self, TarpcBenchClient};
+use crate::{BenchImpl, BenchProxy, BenchServer};
+
+/// Any column's error.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// One implementation under comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Column {
+    /// The raw-TCP ceiling ([`crate::raw`]).
+    Raw,
+    /// tarpc 0.38 over TCP, bincode ([`crate::tarpc_col`]).
+    Tarpc,
+    /// `ipc` over TCP.
+    Ipc,
+    /// `ipc` over a Unix socket; only where [`unix_address`] finds one.
+    IpcUnix,
+}
+
+impl Column {
+    /// Every column, in table order.
+    pub const ALL: [Column; 4] = [Column::Raw, Column::Tarpc, Column::Ipc, Column::IpcUnix];
+
+    /// The column's name in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Tarpc => "tarpc",
+            Self::Ipc => "ipc",
+            Self::IpcUnix => "ipc-unix",
+        }
+    }
+
+    /// The column named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The columns this build can run: all but `ipc-unix` while
+    /// `ipc_core::Address` has no Unix variant.
+    pub fn available() -> Vec<Column> {
+        Self::ALL
+            .into_iter()
+            .filter(|c| *c != Self::IpcUnix || unix_address("probe").is_some())
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ipc-unix: the place for the Unix-socket column.
+//
+// `ipc_core::Address` is `#[non_exhaustive]` and today has only `Tcp`, so the
+// column is detected at run time: `"unix:<path>"` is parsed as an `Address`,
+// and the column runs if that yields a variant other than `Tcp`. When the
+// Unix transport lands, adjust the string below to its syntax if it differs;
+// the column then needs nothing else (server and client take the `Address`).
+// ---------------------------------------------------------------------------
+
+/// A fresh Unix socket address for `ipc`, if `ipc_core::Address` has a Unix
+/// variant; `None` otherwise (the `ipc-unix` column is then skipped).
+pub fn unix_address(tag: &str) -> Option<Address> {
+    let path: PathBuf = std::env::temp_dir().join(format!(
+        "ipc-bench-{}-{tag}-{}.sock",
+        std::process::id(),
+        next_socket_number()
+    ));
+    let addr: Address = format!("unix:{}", path.display()).parse().ok()?;
+    if matches!(addr, Address::Tcp(_)) {
+        return None;
+    }
+    let _ = std::fs::remove_file(&path);
+    Some(addr)
+}
+
+fn next_socket_number() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The two runtimes every column runs on: servers on `server`, clients on
+/// `client`, each a multi-thread runtime with one worker thread.
+#[derive(Debug)]
+pub struct Runtimes {
+    /// Where servers run.
+    pub server: Runtime,
+    /// Where clients run.
+    pub client: Runtime,
+}
+
+impl Runtimes {
+    /// Builds both runtimes.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            server: one_worker("bench-server")?,
+            client: one_worker("bench-client")?,
+        })
+    }
+}
+
+/// A multi-thread runtime with one worker thread.
+pub fn one_worker(name: &str) -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()
+}
+
+/// Where a column's clients connect.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A TCP socket address (raw and tarpc).
+    Socket(SocketAddr),
+    /// An `ipc` address.
+    Ipc(Address),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Socket(a) => a.fmt(f),
+            Self::Ipc(a) => a.fmt(f),
+        }
+    }
+}
+
+/// A running server of some column. Dropping it stops serving new
+/// connections; dropping its runtime ends everything.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where clients connect.
+    pub target: Target,
+    _guard: Guard,
+}
+
+#[derive(Debug)]
+enum Guard {
+    Task(JoinHandle<()>),
+    Ipc(#[allow(dead_code)] ServerHandle),
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Self::Task(t) = self {
+            t.abort();
+        }
+    }
+}
+
+/// Starts `column`'s server on a free loopback port (or a fresh Unix socket
+/// path). Must run on the server runtime.
+pub async fn start_server(column: Column) -> Result<RunningServer, BoxError> {
+    let (target, guard) = match column {
+        Column::Raw => {
+            let (addr, task) = raw::serve("127.0.0.1:0").await?;
+            (Target::Socket(addr), Guard::Task(task))
+        }
+        Column::Tarpc => {
+            let (addr, task) = tarpc_col::serve("127.0.0.1:0").await?;
+            (Target::Socket(addr), Guard::Task(task))
+        }
+        Column::Ipc | Column::IpcUnix => {
+            let addr = if column == Column::Ipc {
+                Address::from("127.0.0.1:0")
+            } else {
+                unix_address("server").ok_or("ipc_core::Address has no Unix variant")?
+            };
+            let handle = Server::builder()
+                .addr(addr)
+                .expose(BenchServer::new(BenchImpl))
+                .start()
+                .await?;
+            (Target::Ipc(handle.local_addr().clone()), Guard::Ipc(handle))
+        }
+    };
+    Ok(RunningServer {
+        target,
+        _guard: guard,
+    })
+}
+
+/// A client connection of some column, ready to call; clones share the
+/// connection, and dropping the last one closes it.
+#[derive(Debug, Clone)]
+pub enum Conn {
+    /// The raw ceiling.
+    Raw(RawClient),
+    /// tarpc.
+    Tarpc(TarpcBenchClient),
+    /// `ipc` (TCP or Unix).
+    Ipc(BenchProxy),
+}
+
+impl Conn {
+    /// Opens a connection of `column` to `target` and makes it ready for
+    /// calls: for `ipc` that is connect + handshake + `get_exposed_object`
+    /// (one round trip that resolves the object), which every `ipc` user does
+    /// before the first call. Must run on the client runtime.
+    pub async fn connect(column: Column, target: &Target) -> Result<Self, BoxError> {
+        Ok(match (column, target) {
+            (Column::Raw, Target::Socket(a)) => Conn::Raw(RawClient::connect(*a).await?),
+            (Column::Tarpc, Target::Socket(a)) => Conn::Tarpc(tarpc_col::connect(*a).await?),
+            (Column::Ipc | Column::IpcUnix, Target::Ipc(addr)) => {
+                let client = Client::connect(addr.clone()).await?;
+                Conn::Ipc(client.get_exposed_object().await?)
+            }
+            _ => return Err(format!("{} cannot connect to {target}", column.name()).into()),
+        })
+    }
+
+    /// `a + b`, computed by the server.
+    pub async fn add(&self, a: u64, b: u64) -> Result<u64, BoxError> {
+        Ok(match self {
+            Self::Raw(c) => c.add(a, b).await?,
+            Self::Tarpc(c) => c.add(tarpc_col::ctx(), a, b).await?,
+            Self::Ipc(p) => p.add(a, b).await?,
+        })
+    }
+
+    /// `data`, sent to the server and back.
+    pub async fn echo(&self, data: Vec<u8>) -> Result<Vec<u8>, BoxError> {
+        Ok(match self {
+            Self::Raw(c) => c.echo(data).await?,
+            Self::Tarpc(c) => c.echo(tarpc_col::ctx(), data).await?,
+            Self::Ipc(p) => p.echo(data).await?,
+        })
+    }
+}
