@@ -239,7 +239,8 @@ impl Conn {
         Ok(match self {
             Self::Raw(c) => c.echo(data).await?,
             Self::Tarpc(c) => c.echo(tarpc_col::ctx(), data).await?,
-            Self::Ipc(p) => p.echo(data).await?,
+            // Same boundary as raw: one copy in (encoding), one out.
+            Self::Ipc(p) => p.echo(data.into()).await?.to_vec(),
         })
     }
 }

@@ -9,7 +9,7 @@ pub trait Bench {
     /// Adds two numbers (the small-call benchmark).
     async fn add(&self, a: u64, b: u64) -> u64;
     /// Returns its argument (the payload benchmark).
-    async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+    async fn echo(&self, data: ipc_core::Bytes) -> ipc_core::Bytes;
 }
 
 /// The implementation of [`Bench`].
@@ -20,7 +20,7 @@ impl Bench for BenchImpl {
     async fn add(&self, a: u64, b: u64) -> u64 {
         a.wrapping_add(b)
     }
-    async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+    async fn echo(&self, data: ipc_core::Bytes) -> ipc_core::Bytes {
         data
     }
 }

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,7 +23,7 @@ use crate::connection::{self, Closure, Connection, Frames, Inbound, Response};
 use crate::error::{CallError, Error};
 use crate::object::{ObjectDescriptor, ObjectInfo, Proxy, Reply, ResolveRequest};
 use crate::transport::{self, Address, Stream};
-use crate::wire::{self, FrameBuf, Status};
+use crate::wire::{self, Frame, FrameBuf, Status};
 
 /// A connection to a server, from which typed proxies are made.
 ///
@@ -499,7 +498,7 @@ impl ObjectRef {
                 }
                 frame.set_id(conn.next_request_id());
                 conn.outbox
-                    .push(frame.into_unchecked())
+                    .push(frame.into_frame())
                     .await
                     .map_err(|_| conn.refusal())
             };
@@ -667,7 +666,7 @@ impl ObjectRef {
 /// The request bytes of an attempt, kept (shared, not copied) in case the
 /// call is sent again.
 struct Sent {
-    bytes: Bytes,
+    bytes: Frame,
     /// Whether the bytes were handed to the connection; if not, the call
     /// certainly did not run.
     left: bool,
@@ -689,13 +688,13 @@ async fn round_trip(
     let (id, rx) = match conn.register() {
         Ok(registered) => registered,
         Err(e) => {
-            let bytes = frame.into_unchecked().freeze();
+            let bytes = frame.into_frame();
             return (Err(e), Some(Sent { bytes, left: false }));
         }
     };
     tracing::Span::current().record("id", id);
     frame.set_id(id);
-    let bytes = frame.into_unchecked().freeze();
+    let bytes = frame.into_frame();
     let mut guard = CallGuard {
         conn,
         id,

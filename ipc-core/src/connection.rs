@@ -247,7 +247,7 @@ impl Connection {
                     Err(_) => FrameBuf::response_empty(Status::FrameTooLarge),
                 };
                 f.set_id(id);
-                f.into_unchecked()
+                f.into_frame()
             }
         };
         if self.outbox.push(bytes).await.is_err() {

@@ -66,12 +66,16 @@
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+// `#[expose]` names `::ipc_core::...`; this makes that path work in here too.
+extern crate self as ipc_core;
+
 pub mod client;
 pub mod config;
 mod connection;
 mod depth;
 mod context;
 pub mod error;
+pub mod nameserver;
 pub mod object;
 mod outbox;
 mod payload;

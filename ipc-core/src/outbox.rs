@@ -22,6 +22,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use crate::wire::Frame;
+
 /// Frames shorter than this are copied into the shared coalescing buffer.
 const COALESCE_MAX: usize = 16 * 1024;
 /// At most this many slices per `writev`.
@@ -75,7 +77,7 @@ impl Outbox {
     }
 
     /// Appends a complete frame, waiting while the queue is over its high-water mark.
-    pub(crate) async fn push(&self, frame: impl Into<Bytes>) -> Result<(), Closed> {
+    pub(crate) async fn push(&self, frame: impl Into<Frame>) -> Result<(), Closed> {
         let frame = frame.into();
         loop {
             let mut notified = pin!(self.space.notified());
@@ -96,7 +98,7 @@ impl Outbox {
 
     /// Appends a frame without waiting for space. For small control frames
     /// (cancel, go-away) that must go out even from synchronous code.
-    pub(crate) fn push_now(&self, frame: impl Into<Bytes>) -> Result<(), Closed> {
+    pub(crate) fn push_now(&self, frame: impl Into<Frame>) -> Result<(), Closed> {
         let frame = frame.into();
         let mut st = self.lock();
         if st.closed {
@@ -122,21 +124,33 @@ impl Outbox {
         }
     }
 
-    fn append(&self, st: &mut State, frame: Bytes) {
+    fn append(&self, st: &mut State, frame: Frame) {
         let was_empty = st.queued == 0;
-        st.queued += frame.len();
-        self.gauge.fetch_add(frame.len(), Ordering::Relaxed);
-        if frame.len() <= COALESCE_MAX {
-            st.small.extend_from_slice(&frame);
+        let len = frame.len();
+        st.queued += len;
+        self.gauge.fetch_add(len, Ordering::Relaxed);
+        match frame {
+            Frame::One(frame) => Self::append_part(st, frame),
+            Frame::Parts(parts) => {
+                for part in parts {
+                    Self::append_part(st, part);
+                }
+            }
+        }
+        if was_empty {
+            self.wake_writer.notify_one();
+        }
+    }
+
+    fn append_part(st: &mut State, part: Bytes) {
+        if part.len() <= COALESCE_MAX {
+            st.small.extend_from_slice(&part);
         } else {
             if !st.small.is_empty() {
                 let small = st.small.split().freeze();
                 st.chunks.push_back(small);
             }
-            st.chunks.push_back(frame);
-        }
-        if was_empty {
-            self.wake_writer.notify_one();
+            st.chunks.push_back(part);
         }
     }
 
@@ -195,6 +209,10 @@ where
             }
             if batch.is_empty() {
                 outbox.wake_writer.notified().await;
+                // Woken by the first frame of a burst: let the tasks that are
+                // ready run first, so this write carries the whole burst
+                // rather than one frame per syscall.
+                tokio::task::yield_now().await;
                 continue;
             }
             release.in_hand = batch.iter().map(Bytes::len).sum();

@@ -91,13 +91,48 @@ impl From<String> for Bytes {
     }
 }
 
+/// Payloads at least this long are not copied into an outgoing frame: the
+/// frame refers to them and the socket gets them by vectored write.
+pub(crate) const OUT_OF_LINE_MIN: usize = 32 * 1024;
+
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
+        if self.0.len() < OUT_OF_LINE_MIN {
+            return serializer.serialize_bytes(&self.0);
+        }
+        // Offer the buffer to the frame writer, which recognises the slice
+        // it is asked to copy and takes a reference instead. Any other
+        // serializer just copies, and the offer is withdrawn.
+        OUT_OF_LINE.with(|o| o.borrow_mut().push(self.0.clone()));
+        let result = serializer.serialize_bytes(&self.0);
+        OUT_OF_LINE.with(|o| {
+            let mut offers = o.borrow_mut();
+            if let Some(i) = offers.iter().position(|b| same(b, &self.0)) {
+                offers.swap_remove(i);
+            }
+        });
+        result
     }
 }
 
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+/// The offered buffer whose bytes are exactly `slice`, if any.
+pub(crate) fn take_out_of_line(slice: &[u8]) -> Option<bytes::Bytes> {
+    OUT_OF_LINE.with(|o| {
+        let mut offers = o.borrow_mut();
+        let i = offers.iter().position(|b| same(b, slice))?;
+        Some(offers.swap_remove(i))
+    })
+}
+
 thread_local! {
+    /// Large buffers being serialized on this thread, offered to the frame
+    /// writer by reference.
+    static OUT_OF_LINE: RefCell<Vec<bytes::Bytes>> = const { RefCell::new(Vec::new()) };
+
     /// The frame being decoded on this thread, if any: borrowed byte slices
     /// inside it become views of it instead of copies.
     static FRAME: RefCell<Option<bytes::Bytes>> = const { RefCell::new(None) };
@@ -201,5 +236,41 @@ mod tests {
         assert_eq!(encoded, [3, 0, 0, 0, 0, 0, 0, 0, b'a', b'b', b'c']);
         let as_vec: Vec<u8> = wire::decode(&encoded).unwrap();
         assert_eq!(as_vec, b"abc");
+    }
+}
+
+#[cfg(test)]
+mod out_of_line_tests {
+    use super::*;
+    use crate::wire::{self, Frame, FrameBuf, Message, Status};
+
+    #[test]
+    fn large_payloads_are_spliced_in_by_reference_and_read_back_whole() {
+        let big = Bytes::from(vec![9u8; 100_000]);
+        let mut f = FrameBuf::response(Status::Ok, &(1u8, big.clone(), 2u8)).unwrap();
+        f.set_id(5);
+        let frame = f.finish(1 << 20).unwrap();
+        let Frame::Parts(parts) = &frame else {
+            panic!("expected parts, got one buffer")
+        };
+        // The payload part is the caller's buffer itself.
+        assert!(parts.iter().any(|p| same(p, &big)));
+        let flat = frame.to_contiguous();
+        let contiguous = {
+            let mut body = flat.slice(wire::LENGTH_PREFIX..);
+            let Message::Response { id, body: b, .. } = wire::parse(body.split_off(0)).unwrap()
+            else {
+                panic!("not a response")
+            };
+            assert_eq!(id, 5);
+            b
+        };
+        let (a, b, c): (u8, Bytes, u8) = wire::decode(&contiguous).unwrap();
+        assert_eq!((a, c), (1, 2));
+        assert_eq!(b, big);
+        // Identical to what a plain encoding produces.
+        let plain = wire::encode_to_vec(&(1u8, big, 2u8)).unwrap();
+        assert!(contiguous[..] == plain[..], "differs from a plain encoding");
+        assert!(OUT_OF_LINE.with(|o| o.borrow().is_empty()));
     }
 }

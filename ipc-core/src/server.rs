@@ -99,6 +99,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Hosts a [name server](crate::nameserver) with an empty directory under
+    /// `"NameServer"`. Registrations last as long as the registering
+    /// connection, so consider `.idle_timeout(None)` (see the module docs).
+    pub fn name_server(self) -> Self {
+        self.expose(crate::nameserver::service())
+    }
+
     /// Largest request frame accepted, in bytes. Default 16 MiB; clamped to
     /// 1 KiB ..= 1 GiB. Checked on the length prefix before any allocation.
     /// Worst case: one frame of this size buffered per connection while it arrives.

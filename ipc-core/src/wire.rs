@@ -296,10 +296,59 @@ pub struct EncodeError(String);
 pub struct DecodeError(String);
 
 /// A frame being built, length prefix included, so it is written to the
-/// socket without another copy.
+/// socket without another copy. Large [`crate::Bytes`] values inside it are
+/// not copied in: they stay separate chunks, spliced in at their offset and
+/// handed to the socket as they are (vectored write).
 #[derive(Debug, Clone)]
 pub struct FrameBuf {
     buf: BytesMut,
+    /// `(offset in buf, chunk)`: the chunk's bytes follow `buf[..offset]`.
+    chunks: Vec<(usize, Bytes)>,
+}
+
+/// A finished frame, ready for the socket: one buffer, or (when it carries
+/// large byte payloads by reference) several, to be written in order.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// The whole frame.
+    One(Bytes),
+    /// The frame in pieces.
+    Parts(Vec<Bytes>),
+}
+
+impl Frame {
+    /// Total length in bytes, length prefix included.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::One(b) => b.len(),
+            Self::Parts(p) => p.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    /// Whether the frame has no bytes (never true for a real frame).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame as one contiguous buffer (copies if it is in parts).
+    pub fn to_contiguous(&self) -> Bytes {
+        match self {
+            Self::One(b) => b.clone(),
+            Self::Parts(p) => p.concat().into(),
+        }
+    }
+}
+
+impl From<BytesMut> for Frame {
+    fn from(b: BytesMut) -> Self {
+        Self::One(b.freeze())
+    }
+}
+
+impl From<Bytes> for Frame {
+    fn from(b: Bytes) -> Self {
+        Self::One(b)
+    }
 }
 
 impl FrameBuf {
@@ -308,7 +357,10 @@ impl FrameBuf {
         buf.put_u32_le(0);
         buf.put_u8(kind as u8);
         buf.put_u64_le(id);
-        Self { buf }
+        Self {
+            buf,
+            chunks: Vec::new(),
+        }
     }
 
     /// A hello frame.
@@ -398,9 +450,10 @@ impl FrameBuf {
     }
 
     /// A copy of an already finished frame, to patch and send again.
-    pub fn reopen(frame: &[u8]) -> Self {
+    pub fn reopen(frame: &Frame) -> Self {
         Self {
-            buf: BytesMut::from(frame),
+            buf: BytesMut::from(&frame.to_contiguous()[..]),
+            chunks: Vec::new(),
         }
     }
 
@@ -421,31 +474,56 @@ impl FrameBuf {
 
     /// Length of the frame body (what the length prefix will say).
     pub fn body_len(&self) -> usize {
-        self.buf.len() - LENGTH_PREFIX
+        self.buf.len() - LENGTH_PREFIX + self.chunks.iter().map(|(_, c)| c.len()).sum::<usize>()
     }
 
     /// Checks the body against the receiver's limit, writes the length prefix
     /// and returns the bytes to put on the wire.
-    pub fn finish(mut self, limit: usize) -> Result<BytesMut, FrameTooLarge> {
+    pub fn finish(self, limit: usize) -> Result<Frame, FrameTooLarge> {
         let size = self.body_len();
         if size > limit {
             return Err(FrameTooLarge { size, limit });
         }
-        // `limit` never exceeds u32::MAX (it is capped at MAX_FRAME_SIZE_CAP).
-        let len = u32::try_from(size).map_err(|_| FrameTooLarge { size, limit })?;
-        self.buf[..LENGTH_PREFIX].copy_from_slice(&len.to_le_bytes());
-        Ok(self.buf)
+        Ok(self.into_frame())
     }
 
-    /// Writes the length prefix without a limit check; for small control frames.
-    pub fn into_unchecked(mut self) -> BytesMut {
+    /// Writes the length prefix without a limit check (the caller checked
+    /// [`FrameBuf::body_len`], or the frame is a small control frame).
+    pub fn into_frame(mut self) -> Frame {
         let len = u32::try_from(self.body_len()).unwrap_or(u32::MAX);
         self.buf[..LENGTH_PREFIX].copy_from_slice(&len.to_le_bytes());
-        self.buf
+        if self.chunks.is_empty() {
+            return Frame::One(self.buf.freeze());
+        }
+        let mut head = self.buf;
+        let mut parts = Vec::with_capacity(2 * self.chunks.len() + 1);
+        let mut taken = 0;
+        for (offset, chunk) in self.chunks {
+            parts.push(head.split_to(offset - taken).freeze());
+            taken = offset;
+            parts.push(chunk);
+        }
+        if !head.is_empty() {
+            parts.push(head.freeze());
+        }
+        Frame::Parts(parts)
+    }
+
+    /// The frame as one contiguous buffer (for the handshake and control
+    /// frames, which never carry chunks; copies if the frame has any).
+    pub fn into_unchecked(self) -> BytesMut {
+        match self.into_frame() {
+            Frame::One(b) => BytesMut::from(&b[..]),
+            parts @ Frame::Parts(_) => BytesMut::from(&parts.to_contiguous()[..]),
+        }
     }
 
     fn encode<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        bincode::serde::encode_into_writer(value, BufWriter(&mut self.buf), ENCODE_CONFIG)
+        let writer = BufWriter {
+            buf: &mut self.buf,
+            chunks: &mut self.chunks,
+        };
+        bincode::serde::encode_into_writer(value, writer, ENCODE_CONFIG)
             .map_err(|e| EncodeError(e.to_string()))
     }
 }
@@ -459,12 +537,23 @@ pub struct FrameTooLarge {
     pub limit: usize,
 }
 
-struct BufWriter<'a>(&'a mut BytesMut);
+struct BufWriter<'a> {
+    buf: &'a mut BytesMut,
+    chunks: &'a mut Vec<(usize, Bytes)>,
+}
 
 impl bincode::enc::write::Writer for BufWriter<'_> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        self.0.extend_from_slice(bytes);
+        if bytes.len() >= crate::payload::OUT_OF_LINE_MIN {
+            // The payload of a large `ipc_core::Bytes`: keep a reference to
+            // it instead of copying it into the frame.
+            if let Some(chunk) = crate::payload::take_out_of_line(bytes) {
+                self.chunks.push((self.buf.len(), chunk));
+                return Ok(());
+            }
+        }
+        self.buf.extend_from_slice(bytes);
         Ok(())
     }
 }
@@ -543,10 +632,7 @@ pub fn decode_shared<T: DeserializeOwned>(body: &Bytes) -> Result<T, DecodeError
 
 /// Encodes a value to a standalone buffer (used for small fixed bodies).
 pub fn encode_to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    let mut buf = BytesMut::new();
-    bincode::serde::encode_into_writer(value, BufWriter(&mut buf), ENCODE_CONFIG)
-        .map_err(|e| EncodeError(e.to_string()))?;
-    Ok(buf.to_vec())
+    bincode::serde::encode_to_vec(value, ENCODE_CONFIG).map_err(|e| EncodeError(e.to_string()))
 }
 
 #[cfg(test)]
@@ -554,9 +640,7 @@ mod tests {
     use super::*;
 
     fn body(f: FrameBuf) -> Bytes {
-        let mut b = f.finish(usize::MAX).unwrap_or_default();
-        b.advance(LENGTH_PREFIX);
-        b.freeze()
+        f.into_frame().to_contiguous().slice(LENGTH_PREFIX..)
     }
 
     #[test]

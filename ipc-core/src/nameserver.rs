@@ -1,0 +1,407 @@
+//! A name server: find objects by a logical name instead of an address, like
+//! Pyro4's name server and its `PYRONAME:` URIs.
+//!
+//! The name server is an ordinary `ipc` object (trait [`NameServer`]) that maps
+//! logical names such as `"app.calc"` to a [`Registration`]: the address of the
+//! server that exposes the object and the object's name there. Host it with
+//! [`ServerBuilder::name_server`](crate::ServerBuilder::name_server) (next to
+//! other objects) or with the `nameserver` example program (alone, on
+//! `localhost:9090`).
+//!
+//! - A server process registers its objects with [`register`] (or
+//!   [`NameServerProxy::register`]).
+//! - A client finds one with [`locate`], which looks the name up, connects
+//!   to the registered address and returns a typed proxy; [`resolve`] only
+//!   looks it up.
+//!
+//! # Registrations live as long as the registering connection
+//!
+//! Each connection to the name server gets its own session (the object is
+//! served [per connection](NameServerServer::per_connection)). A session
+//! remembers the names registered through it, and when the connection closes
+//! (the process exits, crashes, or drops its last `Client` and proxy) they are
+//! removed, so the directory does not list dead servers. Consequences:
+//!
+//! - Keep the [`Client`] (or a proxy made from it) that registered alive for
+//!   as long as the registration should last.
+//! - If that connection is lost (the name server restarts, the network
+//!   fails), the registrations are gone. The client reconnects on its next
+//!   call, but does not register again by itself: do so after an error that
+//!   [`is_connection_error`](Error::is_connection_error).
+//! - A server closes connections that stay idle longer than its
+//!   [idle timeout](crate::ServerBuilder::idle_timeout) (default 5 minutes),
+//!   which would drop the registrations of a quiet process. A server that
+//!   hosts the name server should therefore use `.idle_timeout(None)`, as the
+//!   `nameserver` program does.
+//!
+//! ```
+//! use ipc_core::nameserver::{self, Registration};
+//! use ipc_core::{expose, Client, Server};
+//!
+//! #[expose]
+//! pub trait Greeter {
+//!     /// Greets `name`.
+//!     async fn greet(&self, name: String) -> String;
+//! }
+//!
+//! struct Hello;
+//! impl Greeter for Hello {
+//!     async fn greet(&self, name: String) -> String { format!("Hello, {name}!") }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The name server (usually its own process, on localhost:9090).
+//! let names = Server::builder()
+//!     .addr("127.0.0.1:0")
+//!     .idle_timeout(None)
+//!     .name_server()
+//!     .start()
+//!     .await?;
+//!
+//! // A server process: serve the object, then register it under a logical name.
+//! let greeter = Server::builder()
+//!     .addr("127.0.0.1:0")
+//!     .expose(GreeterServer::new(Hello))
+//!     .start()
+//!     .await?;
+//! let registrar = Client::connect(names.local_addr()).await?;
+//! nameserver::register(
+//!     &registrar,
+//!     "app.greeter",
+//!     Registration::new(greeter.local_addr(), "Greeter"),
+//! )
+//! .await?;
+//!
+//! // A client: find it by name alone.
+//! let ns = Client::connect(names.local_addr()).await?;
+//! let proxy: GreeterProxy = nameserver::locate(&ns, "app.greeter").await?;
+//! assert_eq!(proxy.greet("Ada".into()).await?, "Hello, Ada!");
+//!
+//! // The registering connection closes: the name goes with it.
+//! drop(registrar);
+//! # greeter.stop().await;
+//! # names.stop().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CallError, Error};
+use crate::object::{Proxy, Service};
+use crate::transport::Address;
+use crate::{CallContext, Client, expose};
+
+/// The port the `nameserver` program listens on by default: 9090, the port
+/// of Pyro4's name server.
+pub const DEFAULT_NAME_SERVER_PORT: u16 = 9090;
+
+/// The name server's default address: `localhost:9090`.
+pub const DEFAULT_NAME_SERVER_ADDR: &str = "localhost:9090";
+
+/// Where a named object lives: a server's address and the object's name there.
+///
+/// ```
+/// use ipc_core::nameserver::Registration;
+///
+/// let r = Registration::new("127.0.0.1:7000", "Calculator").with_metadata("version", "2");
+/// assert_eq!(r.addr, "127.0.0.1:7000");
+/// assert_eq!(r.object, "Calculator");
+/// assert_eq!(r.metadata["version"], "2");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Registration {
+    /// The server's address as an [`Address`] string: `HOST:PORT` or
+    /// `unix:PATH`. It must be reachable from the clients that look it up
+    /// (not `0.0.0.0`; an absolute socket path). Checked when registered.
+    pub addr: String,
+    /// The name the object is exposed under on that server (by default its
+    /// trait's name).
+    pub object: String,
+    /// Free-form key/value pairs for clients to read (version, owner...).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Registration {
+    /// An object named `object` on the server at `addr`, with no metadata.
+    /// `addr` is anything an [`Address`] is made from: a `&str`, a
+    /// [`ServerHandle::local_addr`](crate::ServerHandle::local_addr)...
+    pub fn new(addr: impl Into<Address>, object: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into().to_string(),
+            object: object.into(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// The same registration with `key` set to `value` in its metadata.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// Why the name server refused a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    /// Another live connection has registered this name. It becomes free
+    /// when that connection removes it or closes.
+    #[error("the name `{name}` is registered by another connection")]
+    Taken {
+        /// The name asked for.
+        name: String,
+    },
+    /// The name is not acceptable (it is empty).
+    #[error("invalid name `{name}`: {reason}")]
+    InvalidName {
+        /// The name asked for.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The registration's address does not parse as an [`Address`].
+    #[error("invalid address `{addr}`: {reason}")]
+    InvalidAddress {
+        /// The address given.
+        addr: String,
+        /// What is expected instead.
+        reason: String,
+    },
+}
+
+/// A directory of named objects, served by `ipc` itself (see the
+/// [module docs](self)). Host it with
+/// [`ServerBuilder::name_server`](crate::ServerBuilder::name_server) or
+/// [`service`]; call it through [`NameServerProxy`].
+#[expose]
+pub trait NameServer {
+    /// Registers `name` for `registration`, owned by the calling connection
+    /// and removed when that connection closes. Registering a name this
+    /// connection already owns replaces its registration. Fails with
+    /// [`NameError::Taken`] if another connection owns the name,
+    /// [`NameError::InvalidName`] for an empty name, and
+    /// [`NameError::InvalidAddress`] if `registration.addr` does not parse.
+    async fn register(&self, name: String, registration: Registration) -> Result<(), NameError>;
+
+    /// The registration of `name`, if any connection has registered it.
+    #[idempotent]
+    async fn lookup(&self, name: String) -> Option<Registration>;
+
+    /// Every registration whose name starts with `prefix` (all of them for
+    /// `""`), sorted by name.
+    #[idempotent]
+    async fn list(&self, prefix: String) -> Vec<(String, Registration)>;
+
+    /// Removes `name` if the calling connection registered it, and says
+    /// whether it did. A name owned by another connection is left alone
+    /// (`false`): only its owner, or the owner's disconnection, removes it.
+    async fn remove(&self, name: String) -> bool;
+}
+
+/// A fresh name server with an empty directory, to expose with
+/// [`ServerBuilder::expose`](crate::ServerBuilder::expose) (under
+/// `"NameServer"`) or `expose_as`. Each connection gets its own session that
+/// remembers what it registered; all sessions share the directory.
+/// [`ServerBuilder::name_server`](crate::ServerBuilder::name_server) is a
+/// shorthand for exposing this.
+pub fn service() -> impl Service {
+    let directory = Arc::new(Directory::default());
+    NameServerServer::per_connection(move || Session::new(directory.clone()))
+}
+
+/// Looks `name` up through the name server that `name_server` is connected to
+/// (the object exposed as `"NameServer"` there).
+///
+/// # Errors
+///
+/// [`Error::UnknownObject`], naming `name`, if no one has registered it; the
+/// errors of [`Client::get_exposed_object`] if `name_server` does not expose
+/// a name server; connection errors.
+pub async fn resolve(name_server: &Client, name: &str) -> Result<Registration, Error> {
+    let proxy: NameServerProxy = name_server.get_exposed_object().await?;
+    proxy
+        .lookup(name.to_owned())
+        .await?
+        .ok_or_else(|| Error::UnknownObject {
+            name: name.to_owned(),
+        })
+}
+
+/// Finds the object registered as `name` and returns a proxy for it: looks
+/// the name up through `name_server`, connects a new [`Client`] (default
+/// settings) to the registered address and asks it for the registered
+/// object. The proxy keeps that client alive. The `PYRONAME:` of `ipc`.
+///
+/// To connect with other settings, use [`resolve`] and a
+/// [`ClientBuilder`](crate::ClientBuilder).
+///
+/// # Errors
+///
+/// [`Error::UnknownObject`], naming `name`, if no one has registered it;
+/// [`Error::InvalidAddress`] if the registered address does not parse; then
+/// the errors of [`Client::connect`] and [`Client::get_exposed_object_named`]
+/// (for example [`Error::TraitMismatch`] if the object is not a `P`).
+pub async fn locate<P: Proxy>(name_server: &Client, name: &str) -> Result<P, Error> {
+    let registration = resolve(name_server, name).await?;
+    let addr: Address = registration.addr.parse()?;
+    let client = Client::connect(addr).await?;
+    client
+        .get_exposed_object_named::<P>(&registration.object)
+        .await
+}
+
+/// Registers `name` for `registration` through the name server that
+/// `name_server` is connected to, and returns the proxy it used (to
+/// [`remove`](NameServerProxy::remove) the name or register more).
+///
+/// The registration lasts as long as `name_server`'s connection: keep that
+/// client, or the returned proxy, alive (see the [module docs](self)).
+///
+/// # Errors
+///
+/// [`CallError::App`] with a [`NameError`] if the name server refuses;
+/// [`CallError::Rpc`] if it cannot be reached or is not a name server.
+pub async fn register(
+    name_server: &Client,
+    name: &str,
+    registration: Registration,
+) -> Result<NameServerProxy, CallError<NameError>> {
+    let proxy: NameServerProxy = name_server.get_exposed_object().await?;
+    proxy.register(name.to_owned(), registration).await?;
+    Ok(proxy)
+}
+
+/// The directory every session of one name server shares.
+#[derive(Debug, Default)]
+struct Directory {
+    entries: Mutex<BTreeMap<String, Entry>>,
+    next_session: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// The session (connection) that registered it.
+    owner: u64,
+    registration: Registration,
+}
+
+impl Directory {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        // Every critical section is one map operation that cannot panic halfway.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One connection's view of the name server: the names it registered.
+#[derive(Debug)]
+struct Session {
+    directory: Arc<Directory>,
+    id: u64,
+    owned: Mutex<BTreeSet<String>>,
+}
+
+impl Session {
+    fn new(directory: Arc<Directory>) -> Self {
+        let id = directory.next_session.fetch_add(1, Ordering::Relaxed);
+        Self {
+            directory,
+            id,
+            owned: Mutex::default(),
+        }
+    }
+
+    fn owned(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The caller's address, for logs.
+fn peer() -> String {
+    CallContext::current().map_or_else(String::new, |c| c.peer_addr().to_owned())
+}
+
+impl NameServer for Session {
+    async fn register(&self, name: String, registration: Registration) -> Result<(), NameError> {
+        if name.is_empty() {
+            return Err(NameError::InvalidName {
+                name,
+                reason: "a name must not be empty".into(),
+            });
+        }
+        if let Err(e) = registration.addr.parse::<Address>() {
+            let reason = match e {
+                Error::InvalidAddress { reason, .. } => reason.to_owned(),
+                other => other.to_string(),
+            };
+            return Err(NameError::InvalidAddress {
+                addr: registration.addr,
+                reason,
+            });
+        }
+        let mut entries = self.directory.lock();
+        if entries.get(&name).is_some_and(|e| e.owner != self.id) {
+            return Err(NameError::Taken { name });
+        }
+        tracing::debug!(%name, addr = %registration.addr, object = %registration.object,
+            peer = %peer(), "name registered");
+        self.owned().insert(name.clone());
+        entries.insert(
+            name,
+            Entry {
+                owner: self.id,
+                registration,
+            },
+        );
+        Ok(())
+    }
+
+    async fn lookup(&self, name: String) -> Option<Registration> {
+        self.directory
+            .lock()
+            .get(&name)
+            .map(|e| e.registration.clone())
+    }
+
+    async fn list(&self, prefix: String) -> Vec<(String, Registration)> {
+        self.directory
+            .lock()
+            .range(prefix.clone()..)
+            .take_while(|(name, _)| name.starts_with(&prefix))
+            .map(|(name, e)| (name.clone(), e.registration.clone()))
+            .collect()
+    }
+
+    async fn remove(&self, name: String) -> bool {
+        let mut entries = self.directory.lock();
+        if entries.get(&name).is_none_or(|e| e.owner != self.id) {
+            return false;
+        }
+        entries.remove(&name);
+        self.owned().remove(&name);
+        tracing::debug!(%name, peer = %peer(), "name removed");
+        true
+    }
+}
+
+impl Drop for Session {
+    /// The connection closed: its names go with it.
+    fn drop(&mut self) {
+        let owned = std::mem::take(&mut *self.owned());
+        if owned.is_empty() {
+            return;
+        }
+        let mut entries = self.directory.lock();
+        for name in owned {
+            if entries.get(&name).is_some_and(|e| e.owner == self.id) {
+                tracing::debug!(%name, "connection closed; name removed");
+                entries.remove(&name);
+            }
+        }
+    }
+}
