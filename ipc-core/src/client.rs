@@ -23,7 +23,7 @@ use crate::connection::{self, Closure, Connection, Frames, Inbound, Response};
 use crate::error::{CallError, Error};
 use crate::object::{ObjectDescriptor, ObjectInfo, Proxy, Reply, ResolveRequest};
 use crate::transport::{self, Address, Stream};
-use crate::wire::{self, Frame, FrameBuf, Status};
+use crate::wire::{self, FrameBuf, Status};
 
 /// A connection to a server, from which typed proxies are made.
 ///
@@ -339,10 +339,11 @@ impl Client {
         let deadline_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let list = async {
             let link = self.inner.live(u32::MAX).await?;
-            let frame = FrameBuf::request(0, wire::SYSTEM_OBJECT, wire::SYSTEM_LIST, deadline_ms, &())
-                .map_err(|e| Error::Encode {
-                    detail: e.to_string(),
-                })?;
+            let frame =
+                FrameBuf::request(0, wire::SYSTEM_OBJECT, wire::SYSTEM_LIST, deadline_ms, &())
+                    .map_err(|e| Error::Encode {
+                        detail: e.to_string(),
+                    })?;
             let response = round_trip(&link.conn, frame).await.0?;
             match response.status {
                 Status::Ok => decode_body(&response),
@@ -586,7 +587,7 @@ impl ObjectRef {
                     Some(sent) if retry && attempt < MAX_RETRIES => {
                         attempt += 1;
                         tracing::debug!(attempt, not_run, "sending the call again");
-                        frame = FrameBuf::reopen(&sent.bytes);
+                        frame = sent.frame;
                         if not_run {
                             did_not_run = Some(result.err().unwrap_or(Error::ShuttingDown));
                         }
@@ -595,12 +596,16 @@ impl ObjectRef {
                 }
             }
         };
-        tokio::time::timeout(self.timeout, attempts)
-            .instrument(span)
-            .await
-            .map_err(|_| Error::Timeout {
-                after: self.timeout,
-            })?
+        let timed = tokio::time::timeout(self.timeout, attempts);
+        // Entering a disabled span on every poll still costs: skip it.
+        let result = if span.is_disabled() {
+            timed.await
+        } else {
+            timed.instrument(span).await
+        };
+        result.map_err(|_| Error::Timeout {
+            after: self.timeout,
+        })?
     }
 
     /// The object's handle on this connection, looking it up (and checking
@@ -666,7 +671,7 @@ impl ObjectRef {
 /// The request bytes of an attempt, kept (shared, not copied) in case the
 /// call is sent again.
 struct Sent {
-    bytes: Frame,
+    frame: FrameBuf,
     /// Whether the bytes were handed to the connection; if not, the call
     /// certainly did not run.
     left: bool,
@@ -687,21 +692,24 @@ async fn round_trip(
     }
     let (id, rx) = match conn.register() {
         Ok(registered) => registered,
-        Err(e) => {
-            let bytes = frame.into_frame();
-            return (Err(e), Some(Sent { bytes, left: false }));
-        }
+        Err(e) => return (Err(e), Some(Sent { frame, left: false })),
     };
     tracing::Span::current().record("id", id);
     frame.set_id(id);
-    let bytes = frame.into_frame();
+    frame.seal();
     let mut guard = CallGuard {
         conn,
         id,
         armed: true,
     };
-    if conn.outbox.push(bytes.clone()).await.is_err() {
-        return (Err(conn.refusal()), Some(Sent { bytes, left: false }));
+    // Small frames are copied into the connection's write buffer (they would
+    // be anyway); frames carrying large payloads go by reference.
+    let pushed = match frame.contiguous() {
+        Some(bytes) => conn.outbox.push_copy(bytes).await,
+        None => conn.outbox.push(frame.clone().into_frame()).await,
+    };
+    if pushed.is_err() {
+        return (Err(conn.refusal()), Some(Sent { frame, left: false }));
     }
     let result = rx.await;
     guard.armed = false;
@@ -711,7 +719,7 @@ async fn round_trip(
             reason: "the connection ended".into(),
         }),
     };
-    (result, Some(Sent { bytes, left: true }))
+    (result, Some(Sent { frame, left: true }))
 }
 
 fn decode_body<T: DeserializeOwned>(response: &Response) -> Result<T, Error> {

@@ -52,9 +52,30 @@ impl Closure {
     }
 }
 
+/// Hashes request ids this side issued itself (sequential, never chosen by
+/// the peer, so no flooding concern): one multiply instead of SipHash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 #[derive(Default)]
 struct Pending {
-    calls: HashMap<u64, Waiter>,
+    calls: HashMap<u64, Waiter, std::hash::BuildHasherDefault<IdHasher>>,
     closed: Option<Closure>,
 }
 

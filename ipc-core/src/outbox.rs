@@ -79,6 +79,17 @@ impl Outbox {
     /// Appends a complete frame, waiting while the queue is over its high-water mark.
     pub(crate) async fn push(&self, frame: impl Into<Frame>) -> Result<(), Closed> {
         let frame = frame.into();
+        // Fast path: there is room (the usual case), no waiter to set up.
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Closed);
+            }
+            if st.queued < self.high_water {
+                self.append(&mut st, frame);
+                return Ok(());
+            }
+        }
         loop {
             let mut notified = pin!(self.space.notified());
             notified.as_mut().enable();
@@ -94,6 +105,28 @@ impl Outbox {
             }
             notified.await;
         }
+    }
+
+    /// Appends a copy of a small frame (as [`Outbox::push`]); the caller
+    /// keeps its buffer.
+    pub(crate) async fn push_copy(&self, frame: &[u8]) -> Result<(), Closed> {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Closed);
+            }
+            if st.queued < self.high_water && frame.len() <= COALESCE_MAX {
+                let was_empty = st.queued == 0;
+                st.queued += frame.len();
+                self.gauge.fetch_add(frame.len(), Ordering::Relaxed);
+                st.small.extend_from_slice(frame);
+                if was_empty {
+                    self.wake_writer.notify_one();
+                }
+                return Ok(());
+            }
+        }
+        self.push(Bytes::copy_from_slice(frame)).await
     }
 
     /// Appends a frame without waiting for space. For small control frames

@@ -10,8 +10,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
@@ -26,8 +28,8 @@ use tracing::Instrument;
 
 use crate::config::{self, ConnectionConfig};
 use crate::connection::{self, Closure, Connection, Inbound};
-use crate::error::Error;
 use crate::context::CallContext;
+use crate::error::Error;
 use crate::object::{DispatchError, ObjectInfo, Reply, ResolveRequest, Service};
 use crate::transport::{Address, Listener, Stream};
 use crate::wire::{self, FrameBuf, Request, Status};
@@ -148,8 +150,10 @@ impl ServerBuilder {
     }
 
     /// How long a connection with no call in flight and no incoming traffic
-    /// stays open. Default 5 min; `None` keeps idle connections forever.
-    /// Clients reconnect transparently on their next call.
+    /// stays open. Default 5 min; `None` keeps idle connections forever. The
+    /// check runs once per period, so a quiet connection closes between one
+    /// and two periods after its last activity. Clients reconnect
+    /// transparently on their next call.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.limits.idle_timeout = timeout;
         self
@@ -259,6 +263,15 @@ pub struct ServerStats {
     pub in_flight: usize,
     /// Reply bytes encoded and not yet written to a socket, all connections.
     pub buffered_bytes: usize,
+}
+
+/// Decrements a shared count when dropped (finished or aborted).
+struct Decrement(Arc<AtomicUsize>);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Decrements a gauge when dropped (whether the work finished or was aborted).
@@ -469,6 +482,8 @@ struct ConnServer {
     in_flight: Arc<Mutex<HashMap<u64, AbortHandle>>>,
     /// Set when a call finishes, so the idle timer counts from then.
     activity: Arc<AtomicBool>,
+    /// Calls that did not finish on their first poll and run as tasks.
+    waiting: Arc<AtomicUsize>,
     /// Per object handle: the service this connection calls (the shared one,
     /// or its own instance for per-connection objects), set on first use.
     instances: Vec<OnceLock<Arc<dyn Service>>>,
@@ -511,6 +526,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
             handlers: TaskTracker::new(),
             in_flight: Arc::default(),
             activity: Arc::default(),
+            waiting: Arc::default(),
             instances: shared.objects.iter().map(|_| OnceLock::new()).collect(),
             peer: Arc::from(conn.peer.as_str()),
             connection_id: shared.next_connection_id.fetch_add(1, Ordering::Relaxed),
@@ -539,14 +555,23 @@ impl ConnServer {
         let idle = shared.limits.idle_timeout;
         let idle_timer = tokio::time::sleep(idle.unwrap_or(Duration::MAX));
         tokio::pin!(idle_timer);
+        // Whether a frame arrived since the idle timer was last armed. The
+        // timer is re-armed only when it fires, not on every frame, so a
+        // connection closes between one and two idle periods after it fell quiet.
+        let mut traffic = false;
+        // Made once: a fresh `cancelled()` per frame would lock the token.
+        let hard_stop = shared.hard_stop.cancelled();
+        tokio::pin!(hard_stop);
+        let shutdown = shared.token.cancelled();
+        tokio::pin!(shutdown);
         loop {
             let frame = tokio::select! {
                 biased;
-                _ = shared.hard_stop.cancelled() => {
+                _ = &mut hard_stop => {
                     self.abort_all();
                     return Closure::ShuttingDown;
                 }
-                _ = shared.token.cancelled(), if !draining => {
+                _ = &mut shutdown, if !draining => {
                     draining = true;
                     self.go_away();
                     continue;
@@ -557,7 +582,8 @@ impl ConnServer {
                     return Closure::ShuttingDown;
                 }
                 _ = &mut idle_timer, if idle.is_some() && !draining => {
-                    let recently_busy = self.activity.swap(false, Ordering::Relaxed);
+                    let recently_busy = std::mem::take(&mut traffic)
+                        | self.activity.swap(false, Ordering::Relaxed);
                     if !recently_busy && self.lock_in_flight().is_empty() {
                         tracing::debug!("idle timeout; closing connection");
                         draining = true;
@@ -569,11 +595,7 @@ impl ConnServer {
                 }
                 f = frames.next() => f,
             };
-            if let Some(idle) = idle {
-                idle_timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + idle);
-            }
+            traffic = true;
             let frame = match frame {
                 Some(Ok(f)) => f,
                 Some(Err(e)) => {
@@ -604,7 +626,7 @@ impl ConnServer {
                     // The wait ends at the grace deadline at the latest.
                     let dispatched = tokio::select! {
                         biased;
-                        _ = shared.hard_stop.cancelled() => {
+                        _ = &mut hard_stop => {
                             self.abort_all();
                             return Closure::ShuttingDown;
                         }
@@ -729,16 +751,28 @@ impl ConnServer {
         let span = tracing::debug_span!("ipc.handle", object = %exposed.name, method, id = req.id);
         let id = req.id;
         let deadline = (req.deadline_ms > 0).then(|| Duration::from_millis(req.deadline_ms.into()));
+        if self.waiting.load(Ordering::Relaxed) >= self.shared.limits.max_in_flight {
+            let detail = format!(
+                "{} calls already in flight on this connection",
+                self.shared.limits.max_in_flight
+            );
+            self.answer(id, oneway, Reply::error(Status::Overloaded, &detail))
+                .await;
+            return Ok(());
+        }
         let conn = self.conn.clone();
-        let in_flight = self.in_flight.clone();
         let activity = self.activity.clone();
         let shared = self.shared.clone();
         let task = async move {
             let _running = GaugeGuard::new(&shared.gauges.in_flight);
-            let guarded = AssertUnwindSafe(future).catch_unwind();
-            let outcome = match deadline {
-                Some(d) => tokio::time::timeout(d, guarded).await.ok(),
-                None => Some(guarded.await),
+            let mut guarded = std::pin::pin!(AssertUnwindSafe(future).catch_unwind());
+            // The deadline timer is armed only if the handler has to wait:
+            // most finish on their first poll and never need one.
+            let first = std::future::poll_fn(|cx| Poll::Ready(guarded.as_mut().poll(cx))).await;
+            let outcome = match (first, deadline) {
+                (Poll::Ready(done), _) => Some(done),
+                (Poll::Pending, Some(d)) => tokio::time::timeout(d, guarded).await.ok(),
+                (Poll::Pending, None) => Some(guarded.await),
             };
             activity.store(true, Ordering::Relaxed);
             match outcome {
@@ -755,42 +789,38 @@ impl ConnServer {
                 // The caller has given up by now: no late reply.
                 None => tracing::debug!(?deadline, "deadline passed; call dropped"),
             }
-            // Last, so a call counts against the limit until its reply is queued.
-            lock(&in_flight).remove(&id);
-        }
-        .instrument(span);
-        let (duplicate, full) = {
-            let in_flight = self.lock_in_flight();
-            (
-                in_flight.contains_key(&id),
-                in_flight.len() >= self.shared.limits.max_in_flight,
-            )
         };
-        if duplicate {
+        // Entering a disabled span on every poll still costs: skip it.
+        let mut task: Pin<Box<dyn Future<Output = ()> + Send>> = if span.is_disabled() {
+            Box::pin(task)
+        } else {
+            Box::pin(task.instrument(span))
+        };
+        // Most handlers finish on their first poll: run that poll here and
+        // spare them a task, a table entry and a timer. Only a handler that
+        // has to wait gets them.
+        let first = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
+        if first.is_ready() {
+            return Ok(());
+        }
+        let mut in_flight = self.lock_in_flight();
+        if in_flight.contains_key(&id) {
             return Err(Error::Protocol {
                 detail: format!("request id {id} is already in flight"),
             });
         }
-        if full {
-            let detail = format!(
-                "{} calls already in flight on this connection",
-                self.shared.limits.max_in_flight
-            );
-            self.reply(id, Reply::error(Status::Overloaded, &detail))
-                .await;
-            return Ok(());
-        }
-        // Most handlers finish on their first poll: run that poll here and
-        // spare them a task. Only a handler that has to wait gets one.
-        let mut task = Box::pin(task);
-        let first = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
-        if first.is_pending() {
-            // Inserted under the lock the task takes to remove itself, so
-            // the removal cannot come first.
-            let mut in_flight = self.lock_in_flight();
-            let handle = self.handlers.spawn(task);
-            in_flight.insert(id, handle.abort_handle());
-        }
+        let table = self.in_flight.clone();
+        let waiting = self.waiting.clone();
+        waiting.fetch_add(1, Ordering::Relaxed);
+        // Inserted under the lock the task takes to remove itself, so the
+        // removal cannot come first. The call counts against the limit until
+        // its reply is queued (or it is dropped).
+        let handle = self.handlers.spawn(async move {
+            let _count = Decrement(waiting);
+            task.await;
+            lock(&table).remove(&id);
+        });
+        in_flight.insert(id, handle.abort_handle());
         Ok(())
     }
 

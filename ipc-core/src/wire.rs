@@ -449,14 +449,6 @@ impl FrameBuf {
         self.buf[LENGTH_PREFIX + 1..LENGTH_PREFIX + HEADER_LEN].copy_from_slice(&id.to_le_bytes());
     }
 
-    /// A copy of an already finished frame, to patch and send again.
-    pub fn reopen(frame: &Frame) -> Self {
-        Self {
-            buf: BytesMut::from(&frame.to_contiguous()[..]),
-            chunks: Vec::new(),
-        }
-    }
-
     /// Overwrites a request's object handle (known only once looked up on
     /// the connection the request goes out on).
     pub fn set_object(&mut self, object: u32) {
@@ -485,6 +477,19 @@ impl FrameBuf {
             return Err(FrameTooLarge { size, limit });
         }
         Ok(self.into_frame())
+    }
+
+    /// Writes the length prefix in place, so the frame can be sent by
+    /// reference ([`FrameBuf::contiguous`]) and kept for a second attempt.
+    pub fn seal(&mut self) {
+        let len = u32::try_from(self.body_len()).unwrap_or(u32::MAX);
+        self.buf[..LENGTH_PREFIX].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// The sealed frame's bytes, if it is one contiguous buffer (no large
+    /// payload chunks).
+    pub fn contiguous(&self) -> Option<&[u8]> {
+        self.chunks.is_empty().then_some(&self.buf[..])
     }
 
     /// Writes the length prefix without a limit check (the caller checked
