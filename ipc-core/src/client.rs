@@ -81,6 +81,13 @@ impl ClientInner {
         if link.conn.takes_calls() {
             return Ok(link);
         }
+        // Boxed: the reconnect state machine is large and rarely needed, and
+        // inline it would make every call's future (moved on each poll
+        // setup) that much bigger.
+        Box::pin(self.reconnect(link, max_attempts)).await
+    }
+
+    async fn reconnect(&self, link: Link, max_attempts: u32) -> Result<Link, Error> {
         let mut policy = self.settings.reconnect;
         policy.max_attempts = policy.max_attempts.min(max_attempts);
         let Some(target) = self.target.as_ref().filter(|_| policy.max_attempts > 0) else {
@@ -592,7 +599,11 @@ impl ObjectRef {
                             did_not_run = Some(result.err().unwrap_or(Error::ShuttingDown));
                         }
                     }
-                    _ => return result,
+                    Some(sent) => {
+                        sent.frame.recycle();
+                        return result;
+                    }
+                    None => return result,
                 }
             }
         };
@@ -615,6 +626,11 @@ impl ObjectRef {
         if cached >> 32 == u64::from(link.generation) {
             return Ok(cached as u32);
         }
+        // Once per connection: kept out of line, like reconnecting.
+        Box::pin(self.resolve(link)).await
+    }
+
+    async fn resolve(&self, link: &Link) -> Result<u32, Error> {
         let request = ResolveRequest::new(&self.name, self.descriptor);
         let frame = FrameBuf::request(
             0,

@@ -250,28 +250,35 @@ impl Connection {
     /// Sends a reply to request `id`, or a frame-too-large error in its place
     /// when it exceeds the peer's limit.
     pub(crate) async fn send_reply(&self, id: u64, mut frame: FrameBuf) {
+        let size = frame.body_len();
+        if size > self.peer_max_frame {
+            tracing::warn!(
+                id,
+                size,
+                limit = self.peer_max_frame,
+                "reply exceeds the caller's frame limit"
+            );
+            frame = match FrameBuf::response(
+                Status::FrameTooLarge,
+                &(size as u64, self.peer_max_frame as u64),
+            ) {
+                Ok(f) => f,
+                Err(_) => FrameBuf::response_empty(Status::FrameTooLarge),
+            };
+        }
         frame.set_id(id);
-        let bytes = match frame.finish(self.peer_max_frame) {
-            Ok(b) => b,
-            Err(too_large) => {
-                tracing::warn!(
-                    id,
-                    size = too_large.size,
-                    limit = too_large.limit,
-                    "reply exceeds the caller's frame limit"
-                );
-                let mut f = match FrameBuf::response(
-                    Status::FrameTooLarge,
-                    &(too_large.size as u64, too_large.limit as u64),
-                ) {
-                    Ok(f) => f,
-                    Err(_) => FrameBuf::response_empty(Status::FrameTooLarge),
-                };
-                f.set_id(id);
-                f.into_frame()
+        frame.seal();
+        // Small replies are copied into the write buffer and their buffer
+        // reused; replies carrying large payloads go by reference.
+        let pushed = match frame.contiguous() {
+            Some(bytes) => {
+                let pushed = self.outbox.push_copy(bytes).await;
+                frame.recycle();
+                pushed
             }
+            None => self.outbox.push(frame.into_frame()).await,
         };
-        if self.outbox.push(bytes).await.is_err() {
+        if pushed.is_err() {
             tracing::debug!(id, "connection closed before the reply could be sent");
         }
     }

@@ -126,7 +126,9 @@ impl Outbox {
                 return Ok(());
             }
         }
-        self.push(Bytes::copy_from_slice(frame)).await
+        // Full or closed: the slow path, kept out of line (callers' futures
+        // stay small).
+        Box::pin(self.push(Bytes::copy_from_slice(frame))).await
     }
 
     /// Appends a frame without waiting for space. For small control frames

@@ -494,7 +494,7 @@ struct ConnServer {
 async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
     let span = tracing::debug_span!("ipc.conn", peer = %stream.peer);
     let _open = GaugeGuard::new(&shared.gauges.connections);
-    async {
+    let serve = async {
         let handshake = tokio::select! {
             r = tokio::time::timeout(
                 shared.config.handshake_timeout,
@@ -539,9 +539,12 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
             _ = writer => {}
             _ = shared.hard_stop.cancelled() => abort.abort(),
         }
+    };
+    if span.is_disabled() {
+        serve.await;
+    } else {
+        serve.instrument(span).await;
     }
-    .instrument(span)
-    .await;
 }
 
 impl ConnServer {

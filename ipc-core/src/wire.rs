@@ -306,6 +306,17 @@ pub struct FrameBuf {
     chunks: Vec<(usize, Bytes)>,
 }
 
+thread_local! {
+    /// Buffers of frames already sent, kept to build the next ones without
+    /// an allocation.
+    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many spare buffers per thread...
+const SPARE_MAX: usize = 16;
+/// ...of at most this capacity each (so at most 256 KiB per thread).
+const SPARE_MAX_CAPACITY: usize = 16 * 1024;
+
 /// A finished frame, ready for the socket: one buffer, or (when it carries
 /// large byte payloads by reference) several, to be written in order.
 #[derive(Debug, Clone)]
@@ -353,7 +364,11 @@ impl From<Bytes> for Frame {
 
 impl FrameBuf {
     fn start(kind: Kind, id: u64, capacity: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(LENGTH_PREFIX + HEADER_LEN + capacity);
+        let want = LENGTH_PREFIX + HEADER_LEN + capacity;
+        let mut buf = SPARE
+            .with(|s| s.borrow_mut().pop())
+            .unwrap_or_else(|| BytesMut::with_capacity(want.max(256)));
+        buf.reserve(want);
         buf.put_u32_le(0);
         buf.put_u8(kind as u8);
         buf.put_u64_le(id);
@@ -477,6 +492,23 @@ impl FrameBuf {
             return Err(FrameTooLarge { size, limit });
         }
         Ok(self.into_frame())
+    }
+
+    /// Gives the frame's buffer back for reuse by the next frame built on this
+    /// thread (after its bytes were copied out, e.g. by
+    /// [`FrameBuf::contiguous`]). Large or shared buffers are just dropped.
+    pub fn recycle(self) {
+        let mut buf = self.buf;
+        if !self.chunks.is_empty() || buf.capacity() > SPARE_MAX_CAPACITY {
+            return;
+        }
+        buf.clear();
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            if spare.len() < SPARE_MAX {
+                spare.push(buf);
+            }
+        });
     }
 
     /// Writes the length prefix in place, so the frame can be sent by
