@@ -101,7 +101,12 @@ pub(crate) fn validate(item: &ItemTrait) -> syn::Result<Trait> {
 fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     let sig = &f.sig;
     let before = errors.count;
-    let idempotent = marker(f, "idempotent", "it marks a method as safe to retry", errors);
+    let idempotent = marker(
+        f,
+        "idempotent",
+        "it marks a method as safe to retry",
+        errors,
+    );
     let oneway = marker(
         f,
         "oneway",

@@ -58,7 +58,11 @@ async fn oneway_call_returns_before_the_handler_finishes_and_its_effect_shows_la
 
         let began = Instant::now();
         proxy.record_later(7, 1_000).await.unwrap();
-        assert!(began.elapsed() < Duration::from_millis(100), "{:?}", began.elapsed());
+        assert!(
+            began.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            began.elapsed()
+        );
         assert_eq!(proxy.entries().await.unwrap(), Vec::<u32>::new());
 
         recorded.notified().await;
@@ -129,7 +133,10 @@ async fn directory_lists_exactly_the_exposed_objects_with_methods_and_fingerprin
         let journal = &objects[1];
         let oneway: Vec<_> = journal.methods.iter().map(|m| m.oneway).collect();
         assert_eq!(oneway, [true, true, true, false]);
-        assert_eq!(objects[0].methods[1].signature, "div(i64,i64)->Result<i64,MathError>");
+        assert_eq!(
+            objects[0].methods[1].signature,
+            "div(i64,i64)->Result<i64,MathError>"
+        );
         server.stop().await;
     })
     .await;
