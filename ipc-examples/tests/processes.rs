@@ -189,6 +189,32 @@ fn client_prints_the_servers_greeting_and_exits_0() {
     assert_eq!(out.stdout, "Hello, -Ünïcödé-!\n");
 }
 
+#[test]
+fn client_lists_the_servers_objects() {
+    let (_server, addr) = started_server();
+    let out = hello_client(&["--addr", &addr, "--list"]);
+    assert!(
+        out.status.success(),
+        "{:?}; stderr: {}",
+        out.status,
+        out.stderr
+    );
+    assert!(
+        out.stdout
+            .starts_with("Greeter (trait Greeter, fingerprint "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("    greet(String)->String\n"),
+        "{}",
+        out.stdout
+    );
+    // After `--`, "--list" is just a name.
+    let out = hello_client(&["--addr", &addr, "--", "--list"]);
+    assert_eq!(out.stdout, "Hello, --list!\n");
+}
+
 #[cfg(unix)]
 #[test]
 fn server_exits_0_promptly_on_sigint() {

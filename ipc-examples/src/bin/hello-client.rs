@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! hello-client [--addr HOST:PORT|unix:PATH] NAME      (default localhost:9099)
+//! hello-client [--addr HOST:PORT|unix:PATH] --list    (the server's objects)
 //! ```
 //!
 //! Prints `Hello, NAME!` and exits 0; prints the error to stderr and exits 1
 //! if the call fails (no server, wrong object...); exits 2 on bad usage.
+//! With `--list`, prints one line per exposed object (name, trait,
+//! fingerprint) followed by its methods, then exits 0.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
@@ -14,12 +17,39 @@ use ipc_core::{Address, Client, Error};
 use ipc_examples::{Args, ArgsError, GreeterProxy};
 
 const USAGE: &str =
-    "usage: hello-client [--addr HOST:PORT|unix:PATH] NAME   (default localhost:9099)";
+    "usage: hello-client [--addr HOST:PORT|unix:PATH] (NAME | --list)   (default localhost:9099)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     ipc_examples::init_tracing();
-    let (addr, name) = match Args::parse(std::env::args().skip(1)) {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // `--list` counts as the flag only before a `--` (after it, it is a NAME).
+    let options_end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let list = match args[..options_end].iter().position(|a| a == "--list") {
+        Some(i) => {
+            args.remove(i);
+            true
+        }
+        None => false,
+    };
+    if list {
+        return match Args::parse(args) {
+            Ok(Args { addr, rest }) if rest.is_empty() => match print_objects(addr).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hello-client: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Ok(_) => usage_error("--list takes no NAME"),
+            Err(ArgsError::Invalid(why)) => usage_error(&why),
+            Err(ArgsError::Help) => {
+                println!("{USAGE}");
+                ExitCode::SUCCESS
+            }
+        };
+    }
+    let (addr, name) = match Args::parse(args) {
         Ok(Args { addr, mut rest }) if rest.len() == 1 => (addr, rest.remove(0)),
         Ok(Args { rest, .. }) if rest.is_empty() => return usage_error("missing NAME"),
         Ok(_) => return usage_error("expected exactly one NAME"),
@@ -47,6 +77,22 @@ async fn greet(addr: Address, name: String) -> Result<String, Error> {
     let client = Client::connect(addr).await?;
     let greeter: GreeterProxy = client.get_exposed_object().await?;
     greeter.greet(name).await
+}
+
+/// Prints the server's object directory.
+async fn print_objects(addr: Address) -> Result<(), Error> {
+    let client = Client::connect(addr).await?;
+    for object in client.objects().await? {
+        println!(
+            "{} (trait {}, fingerprint {:016x})",
+            object.name, object.trait_name, object.fingerprint
+        );
+        for m in &object.methods {
+            let oneway = if m.oneway { " [oneway]" } else { "" };
+            println!("    {}{oneway}", m.signature);
+        }
+    }
+    Ok(())
 }
 
 fn usage_error(why: &str) -> ExitCode {
