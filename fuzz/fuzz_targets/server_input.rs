@@ -36,6 +36,15 @@ enum Command {
     Scale(f64, i8),
 }
 
+/// A recursive argument type: `wire::decode` must refuse values nested too
+/// deeply instead of recursing until the stack overflows.
+#[derive(Debug, Serialize, Deserialize)]
+enum Tree {
+    Leaf,
+    Node(Box<Tree>),
+    Pair(Box<Tree>, Box<Tree>),
+}
+
 /// A struct with a map (maps accept keys in any order, so no re-encode check).
 #[derive(Debug, Deserialize)]
 #[allow(dead_code)]
@@ -66,7 +75,18 @@ fn exercise(message: Message) {
             // The system object's `resolve(name, trait_name, fingerprint, signatures)`.
             canonical::<(String, String, u64, Vec<String>)>(&r.args);
             canonical::<()>(&r.args);
+            canonical::<(Tree,)>(&r.args);
             let _ = wire::decode::<(Record,)>(&r.args);
+            // Bytes decoded from a frame are views of it, not copies.
+            if let Ok((b,)) = wire::decode_shared::<(ipc_core::Bytes,)>(&r.args) {
+                let frame = r.args.as_ptr_range();
+                assert!(
+                    b.is_empty() || frame.contains(&b.as_ptr()),
+                    "shared bytes were copied"
+                );
+                let again = wire::encode_to_vec(&(b,)).expect("a decoded value re-encodes");
+                assert_eq!(again, r.args, "decoding then encoding changed the bytes");
+            }
         }
         Message::Response { body, .. } => {
             canonical::<String>(&body);

@@ -91,18 +91,51 @@ async fn oneway_calls_from_one_proxy_start_in_the_order_sent() {
     .await;
 }
 
+/// Collects what `tracing` writes, to check what the server logged.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 #[tokio::test]
-async fn oneway_panic_is_contained_and_the_connection_keeps_working() {
+async fn oneway_panic_is_logged_contained_and_the_connection_keeps_working() {
+    // A current-thread runtime: server and client run on this thread, so a
+    // thread-local subscriber sees the server's events.
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
     within(10, async {
         let server = start(|b| b.expose(JournalServer::new(JournalImpl::default()))).await;
         let client = connect(&server).await;
         let proxy: JournalProxy = client.get_exposed_object().await.unwrap();
         proxy.explode().await.unwrap();
         proxy.record(1).await.unwrap();
+        // The two-way call is read after the oneway ones: they have run.
         assert_eq!(proxy.entries().await.unwrap(), vec![1]);
         server.stop().await;
     })
     .await;
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("handler panicked"), "{logged}");
+    assert!(logged.contains("oneway boom"), "{logged}");
 }
 
 #[tokio::test]
