@@ -339,18 +339,27 @@ fn version_mismatch(theirs: u16) -> Error {
     }
 }
 
+/// Splits the stream into size-checked incoming frames and the write half.
+fn open_frames(
+    stream: Stream,
+    config: &ConnectionConfig,
+) -> (Frames, BoxedWrite, (String, String)) {
+    let Stream {
+        read,
+        write,
+        peer,
+        local,
+    } = stream;
+    let frames = FramedRead::with_capacity(read, wire::codec(config.max_frame_size), 8 * 1024);
+    (frames, write, (peer, local))
+}
+
 /// Splits the stream, sends our hello, reads theirs. Used by clients.
 pub(crate) async fn handshake_as_client(
     stream: Stream,
     config: &ConnectionConfig,
 ) -> Result<(Frames, BoxedWrite, Hello, (String, String)), Error> {
-    let Stream {
-        read,
-        mut write,
-        peer,
-        local,
-    } = stream;
-    let mut frames = FramedRead::with_capacity(read, wire::codec(config.max_frame_size), 8 * 1024);
+    let (mut frames, mut write, (peer, local)) = open_frames(stream, config);
     let hello = FrameBuf::hello(config.max_frame_size).into_unchecked();
     write
         .write_all(&hello)
@@ -371,13 +380,7 @@ pub(crate) async fn handshake_as_server(
     stream: Stream,
     config: &ConnectionConfig,
 ) -> Result<(Frames, BoxedWrite, Hello, (String, String)), Error> {
-    let Stream {
-        read,
-        mut write,
-        peer,
-        local,
-    } = stream;
-    let mut frames = FramedRead::with_capacity(read, wire::codec(config.max_frame_size), 8 * 1024);
+    let (mut frames, mut write, (peer, local)) = open_frames(stream, config);
     let theirs = expect_hello(next_frame(&mut frames).await?)?;
     let hello = FrameBuf::hello(config.max_frame_size).into_unchecked();
     write

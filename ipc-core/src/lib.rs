@@ -61,7 +61,10 @@
 //! ## Modules
 //!
 //! [`wire`] is the frame format, [`client`], [`server`] and [`transport`] the
-//! runtime, [`error`] the error types, [`config`] the defaults and limits.
+//! runtime, [`error`] the error types, [`config`] the defaults and limits,
+//! [`object`] the descriptors and directory types, [`nameserver`] the name
+//! server. [`Bytes`] carries byte payloads without copies, [`CallContext`]
+//! tells a handler who is calling.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]

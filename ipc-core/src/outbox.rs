@@ -78,33 +78,35 @@ impl Outbox {
 
     /// Appends a complete frame, waiting while the queue is over its high-water mark.
     pub(crate) async fn push(&self, frame: impl Into<Frame>) -> Result<(), Closed> {
-        let frame = frame.into();
         // Fast path: there is room (the usual case), no waiter to set up.
-        {
-            let mut st = self.lock();
-            if st.closed {
-                return Err(Closed);
-            }
-            if st.queued < self.high_water {
-                self.append(&mut st, frame);
-                return Ok(());
-            }
-        }
+        let mut frame = match self.try_append(frame.into())? {
+            None => return Ok(()),
+            Some(full) => full,
+        };
         loop {
+            // Registered before the check, so a wake-up in between is not lost.
             let mut notified = pin!(self.space.notified());
             notified.as_mut().enable();
-            {
-                let mut st = self.lock();
-                if st.closed {
-                    return Err(Closed);
-                }
-                if st.queued < self.high_water {
-                    self.append(&mut st, frame);
-                    return Ok(());
-                }
-            }
+            frame = match self.try_append(frame)? {
+                None => return Ok(()),
+                Some(full) => full,
+            };
             notified.await;
         }
+    }
+
+    /// Appends `frame` if the queue is below its high-water mark; gives it
+    /// back if not.
+    fn try_append(&self, frame: Frame) -> Result<Option<Frame>, Closed> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(Closed);
+        }
+        if st.queued >= self.high_water {
+            return Ok(Some(frame));
+        }
+        self.append(&mut st, frame);
+        Ok(None)
     }
 
     /// Appends a copy of a small frame (as [`Outbox::push`]); the caller

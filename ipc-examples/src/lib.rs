@@ -19,6 +19,7 @@
 
 use std::future::Future;
 use std::io;
+use std::process::ExitCode;
 
 use ipc_core::{Address, DEFAULT_ADDR, expose};
 
@@ -148,6 +149,37 @@ pub fn ctrl_c() -> io::Result<impl Future<Output = ()>> {
     Ok(async move {
         signal.recv().await;
     })
+}
+
+/// Starts `server`, prints `listening on ADDR` (flushed: whoever started the
+/// program may be waiting for that line), serves until Ctrl-C, then shuts
+/// down gracefully. Errors (a busy address, no signal handler) are printed
+/// to stderr prefixed with `program`, and give a failing exit code at once.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub async fn serve_until_ctrl_c(program: &str, server: ipc_core::ServerBuilder) -> ExitCode {
+    let fail = |why: String| {
+        eprintln!("{program}: {why}");
+        ExitCode::FAILURE
+    };
+    // Catch Ctrl-C before saying we are up, so it always means "shut down".
+    let ctrl_c = match ctrl_c() {
+        Ok(ctrl_c) => ctrl_c,
+        Err(e) => return fail(format!("cannot catch Ctrl-C: {e}")),
+    };
+    let server = match server.start().await {
+        Ok(server) => server,
+        // A busy port fails here at once; the message names the address.
+        Err(e) => return fail(e.to_string()),
+    };
+    println!("listening on {}", server.local_addr());
+    let _ = io::Write::flush(&mut io::stdout());
+
+    ctrl_c.await;
+    println!("Ctrl-C: shutting down");
+    // Refuses new connections and lets calls in flight finish.
+    server.stop().await;
+    println!("stopped");
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 //! (SIGINT), non-zero at once if the address cannot be bound, 2 on bad usage.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use ipc_core::Server;
@@ -30,40 +29,13 @@ async fn main() -> ExitCode {
         }
     };
 
-    // Catch Ctrl-C before saying we are up, so it always means "shut down".
-    let ctrl_c = match ipc_examples::ctrl_c() {
-        Ok(ctrl_c) => ctrl_c,
-        Err(e) => return fail(&format!("cannot catch Ctrl-C: {e}")),
-    };
-
-    let server = match Server::builder()
+    let server = Server::builder()
         .addr(args.addr)
-        .expose(GreeterServer::new(Hello))
-        .start()
-        .await
-    {
-        Ok(server) => server,
-        // A busy port fails here at once; the message names the address.
-        Err(e) => return fail(&e.to_string()),
-    };
-    println!("listening on {}", server.local_addr());
-    // Whoever started us may be waiting for that line.
-    let _ = std::io::stdout().flush();
-
-    ctrl_c.await;
-    println!("Ctrl-C: shutting down");
-    // Refuses new connections and lets calls in flight finish.
-    server.stop().await;
-    println!("stopped");
-    ExitCode::SUCCESS
+        .expose(GreeterServer::new(Hello));
+    ipc_examples::serve_until_ctrl_c("hello-server", server).await
 }
 
 fn usage_error(why: &str) -> ExitCode {
     eprintln!("hello-server: {why}\n{USAGE}");
     ExitCode::from(2)
-}
-
-fn fail(why: &str) -> ExitCode {
-    eprintln!("hello-server: {why}");
-    ExitCode::FAILURE
 }

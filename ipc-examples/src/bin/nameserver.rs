@@ -13,7 +13,6 @@
 //! (SIGINT), non-zero at once if the address cannot be bound, 2 on bad usage.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use ipc_core::nameserver::DEFAULT_NAME_SERVER_ADDR;
@@ -45,41 +44,15 @@ async fn main() -> ExitCode {
         Address::from(DEFAULT_NAME_SERVER_ADDR)
     };
 
-    // Catch Ctrl-C before saying we are up, so it always means "shut down".
-    let ctrl_c = match ipc_examples::ctrl_c() {
-        Ok(ctrl_c) => ctrl_c,
-        Err(e) => return fail(&format!("cannot catch Ctrl-C: {e}")),
-    };
-
-    let server = match Server::builder()
+    let server = Server::builder()
         .addr(addr)
         // Registrations end with their connection: never close quiet ones.
         .idle_timeout(None)
-        .name_server()
-        .start()
-        .await
-    {
-        Ok(server) => server,
-        // A busy port fails here at once; the message names the address.
-        Err(e) => return fail(&e.to_string()),
-    };
-    println!("listening on {}", server.local_addr());
-    // Whoever started us may be waiting for that line.
-    let _ = std::io::stdout().flush();
-
-    ctrl_c.await;
-    println!("Ctrl-C: shutting down");
-    server.stop().await;
-    println!("stopped");
-    ExitCode::SUCCESS
+        .name_server();
+    ipc_examples::serve_until_ctrl_c("nameserver", server).await
 }
 
 fn usage_error(why: &str) -> ExitCode {
     eprintln!("nameserver: {why}\n{USAGE}");
     ExitCode::from(2)
-}
-
-fn fail(why: &str) -> ExitCode {
-    eprintln!("nameserver: {why}");
-    ExitCode::FAILURE
 }
