@@ -113,6 +113,16 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         "it marks a method whose caller does not wait",
         errors,
     );
+    for attr in &f.attrs {
+        if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
+            errors.push(
+                attr,
+                "`#[expose]` methods cannot be conditional (`#[cfg]`): a method's position \
+                 is its wire id, so client and server must see the same list; put the \
+                 `#[cfg]` on the whole trait instead",
+            );
+        }
+    }
     if sig.asyncness.is_none() {
         errors.push(
             sig.fn_token,
