@@ -118,13 +118,8 @@ impl Outbox {
                 return Err(Closed);
             }
             if st.queued < self.high_water && frame.len() <= COALESCE_MAX {
-                let was_empty = st.queued == 0;
-                st.queued += frame.len();
-                self.gauge.fetch_add(frame.len(), Ordering::Relaxed);
+                self.count_in(&mut st, frame.len());
                 st.small.extend_from_slice(frame);
-                if was_empty {
-                    self.wake_writer.notify_one();
-                }
                 return Ok(());
             }
         }
@@ -161,11 +156,18 @@ impl Outbox {
         }
     }
 
-    fn append(&self, st: &mut State, frame: Frame) {
-        let was_empty = st.queued == 0;
-        let len = frame.len();
+    /// Accounts for `len` more queued bytes, waking the writer if the queue
+    /// was empty (if not, it is awake or about to take what is queued).
+    fn count_in(&self, st: &mut State, len: usize) {
+        if st.queued == 0 {
+            self.wake_writer.notify_one();
+        }
         st.queued += len;
         self.gauge.fetch_add(len, Ordering::Relaxed);
+    }
+
+    fn append(&self, st: &mut State, frame: Frame) {
+        self.count_in(st, frame.len());
         match frame {
             Frame::One(frame) => Self::append_part(st, frame),
             Frame::Parts(parts) => {
@@ -173,9 +175,6 @@ impl Outbox {
                     Self::append_part(st, part);
                 }
             }
-        }
-        if was_empty {
-            self.wake_writer.notify_one();
         }
     }
 
