@@ -52,8 +52,11 @@ struct ClientInner {
     target: Option<Address>,
     settings: ClientBuilder,
     link: Mutex<Link>,
-    /// Held while reconnecting, so concurrent calls wait for one attempt.
-    reconnecting: tokio::sync::Mutex<()>,
+    /// Held while reconnecting, so concurrent calls wait for one round of
+    /// attempts; holds how the last round failed.
+    reconnecting: tokio::sync::Mutex<Option<(io::ErrorKind, String)>>,
+    /// Rounds of reconnect attempts finished so far.
+    rounds: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -93,10 +96,21 @@ impl ClientInner {
         let Some(target) = self.target.as_ref().filter(|_| policy.max_attempts > 0) else {
             return Err(link.conn.refusal());
         };
-        let _one_at_a_time = self.reconnecting.lock().await;
+        let seen = self.rounds.load(Ordering::Acquire);
+        let mut last_failure = self.reconnecting.lock().await;
         let link = self.current();
         if link.conn.takes_calls() {
             return Ok(link);
+        }
+        // A round ran and failed while this call waited for its turn: share
+        // its outcome instead of queueing another full round behind it.
+        if self.rounds.load(Ordering::Acquire) != seen {
+            if let Some((kind, reason)) = &*last_failure {
+                return Err(Error::Connect {
+                    addr: self.addr.clone(),
+                    source: io::Error::new(*kind, reason.clone()),
+                });
+            }
         }
         let mut last = link.conn.refusal();
         for attempt in 0..policy.max_attempts {
@@ -111,6 +125,8 @@ impl ClientInner {
                         generation: link.generation.wrapping_add(1).max(1),
                     };
                     *self.link.lock().unwrap_or_else(|p| p.into_inner()) = link.clone();
+                    *last_failure = None;
+                    self.rounds.fetch_add(1, Ordering::AcqRel);
                     return Ok(link);
                 }
                 Err(e) => {
@@ -119,6 +135,11 @@ impl ClientInner {
                 }
             }
         }
+        *last_failure = Some(match &last {
+            Error::Connect { source, .. } => (source.kind(), source.to_string()),
+            other => (io::ErrorKind::Other, other.to_string()),
+        });
+        self.rounds.fetch_add(1, Ordering::AcqRel);
         Err(last)
     }
 }
@@ -232,7 +253,8 @@ impl ClientBuilder {
                     conn,
                     generation: 1,
                 }),
-                reconnecting: tokio::sync::Mutex::new(()),
+                reconnecting: tokio::sync::Mutex::new(None),
+                rounds: AtomicU64::new(0),
             }),
         }
     }

@@ -181,7 +181,7 @@ impl Connection {
 
     /// Whether new calls may start here: open, and the peer is not going away.
     pub(crate) fn takes_calls(&self) -> bool {
-        !self.is_going_away() && !self.is_closed()
+        !self.is_going_away() && !self.is_closed() && !self.outbox.is_closed()
     }
 
     /// The error a call gets when this connection cannot take it.
@@ -340,18 +340,25 @@ fn version_mismatch(theirs: u16) -> Error {
 }
 
 /// Splits the stream into size-checked incoming frames and the write half.
-fn open_frames(
-    stream: Stream,
-    config: &ConnectionConfig,
-) -> (Frames, BoxedWrite, (String, String)) {
+fn open_frames(stream: Stream) -> (Frames, BoxedWrite, (String, String)) {
     let Stream {
         read,
         write,
         peer,
         local,
     } = stream;
-    let frames = FramedRead::with_capacity(read, wire::codec(config.max_frame_size), 8 * 1024);
+    // Until the handshake is done, nothing bigger than a hello is accepted:
+    // a stranger cannot make us reserve a whole frame limit.
+    let frames = FramedRead::with_capacity(read, wire::codec(wire::HANDSHAKE_FRAME_MAX), 64);
     (frames, write, (peer, local))
+}
+
+/// After a successful handshake: the configured frame limit from now on.
+fn established(mut frames: Frames, config: &ConnectionConfig) -> Frames {
+    frames
+        .decoder_mut()
+        .set_max_frame_length(config.max_frame_size);
+    frames
 }
 
 /// Splits the stream, sends our hello, reads theirs. Used by clients.
@@ -359,7 +366,7 @@ pub(crate) async fn handshake_as_client(
     stream: Stream,
     config: &ConnectionConfig,
 ) -> Result<(Frames, BoxedWrite, Hello, (String, String)), Error> {
-    let (mut frames, mut write, (peer, local)) = open_frames(stream, config);
+    let (mut frames, mut write, (peer, local)) = open_frames(stream);
     let hello = FrameBuf::hello(config.max_frame_size).into_unchecked();
     write
         .write_all(&hello)
@@ -371,7 +378,7 @@ pub(crate) async fn handshake_as_client(
     if theirs.version != PROTOCOL_VERSION {
         return Err(version_mismatch(theirs.version));
     }
-    Ok((frames, write, theirs, (peer, local)))
+    Ok((established(frames, config), write, theirs, (peer, local)))
 }
 
 /// Reads the client's hello and answers it. Used by servers. On a version
@@ -380,7 +387,7 @@ pub(crate) async fn handshake_as_server(
     stream: Stream,
     config: &ConnectionConfig,
 ) -> Result<(Frames, BoxedWrite, Hello, (String, String)), Error> {
-    let (mut frames, mut write, (peer, local)) = open_frames(stream, config);
+    let (mut frames, mut write, (peer, local)) = open_frames(stream);
     let theirs = expect_hello(next_frame(&mut frames).await?)?;
     let hello = FrameBuf::hello(config.max_frame_size).into_unchecked();
     write
@@ -393,7 +400,7 @@ pub(crate) async fn handshake_as_server(
         let _ = write.shutdown().await;
         return Err(version_mismatch(theirs.version));
     }
-    Ok((frames, write, theirs, (peer, local)))
+    Ok((established(frames, config), write, theirs, (peer, local)))
 }
 
 /// The peer's frame limit, as announced, within what we can handle.

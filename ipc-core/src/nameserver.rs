@@ -165,6 +165,13 @@ pub enum NameError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A limit of the name server was reached (see [`MAX_NAMES_PER_CONNECTION`],
+    /// [`MAX_NAME_BYTES`], [`MAX_METADATA_BYTES`]).
+    #[error("limit reached: {reason}")]
+    Limit {
+        /// Which limit.
+        reason: String,
+    },
     /// The registration's address does not parse as an [`Address`].
     #[error("invalid address `{addr}`: {reason}")]
     InvalidAddress {
@@ -277,6 +284,14 @@ pub async fn register(
     Ok(proxy)
 }
 
+/// Most names one connection may hold at once.
+pub const MAX_NAMES_PER_CONNECTION: usize = 1024;
+/// Longest name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Largest registration (address, object name and metadata), in bytes.
+/// Worst-case directory memory: connections x names x this.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
 /// The directory every session of one name server shares.
 #[derive(Debug, Default)]
 struct Directory {
@@ -332,6 +347,31 @@ impl NameServer for Session {
             return Err(NameError::InvalidName {
                 name,
                 reason: "a name must not be empty".into(),
+            });
+        }
+        if name.len() > MAX_NAME_BYTES {
+            return Err(NameError::InvalidName {
+                name,
+                reason: format!("a name is at most {MAX_NAME_BYTES} bytes"),
+            });
+        }
+        let size = registration.addr.len()
+            + registration.object.len()
+            + registration
+                .metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if size > MAX_METADATA_BYTES {
+            return Err(NameError::Limit {
+                reason: format!(
+                    "a registration is at most {MAX_METADATA_BYTES} bytes, this one {size}"
+                ),
+            });
+        }
+        if !self.owned().contains(&name) && self.owned().len() >= MAX_NAMES_PER_CONNECTION {
+            return Err(NameError::Limit {
+                reason: format!("one connection holds at most {MAX_NAMES_PER_CONNECTION} names"),
             });
         }
         if let Err(e) = registration.addr.parse::<Address>() {

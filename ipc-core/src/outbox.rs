@@ -16,7 +16,7 @@ use std::io::{self, IoSlice};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -57,6 +57,12 @@ pub(crate) struct Outbox {
     high_water: usize,
     /// Bytes appended and not yet written (queue + writer's batch), shared.
     gauge: Arc<AtomicUsize>,
+    /// Set by the writer after each completed write; see [`Outbox::stalled`].
+    progress: AtomicBool,
+    /// Bytes the writer has taken and not finished writing.
+    in_writer: AtomicUsize,
+    /// Whether bytes were waiting at the last [`Outbox::stalled`] check.
+    was_waiting: AtomicBool,
 }
 
 impl Outbox {
@@ -67,6 +73,9 @@ impl Outbox {
             space: Notify::new(),
             high_water,
             gauge,
+            progress: AtomicBool::new(false),
+            in_writer: AtomicUsize::new(0),
+            was_waiting: AtomicBool::new(false),
         }
     }
 
@@ -203,7 +212,27 @@ impl Outbox {
         self.lock().queued
     }
 
+    /// True if bytes were waiting at the last call and still are, and nothing
+    /// was written in between: asked once per period, it means the peer has
+    /// read nothing for a whole period.
+    pub(crate) fn stalled(&self) -> bool {
+        let progressed = self.progress.swap(false, Ordering::Relaxed);
+        let waiting = self.gauge_local() > 0;
+        let was_waiting = self.was_waiting.swap(waiting, Ordering::Relaxed);
+        waiting && was_waiting && !progressed
+    }
+
+    /// Whether the queue takes no more frames.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    fn gauge_local(&self) -> usize {
+        self.lock().queued + self.in_writer.load(Ordering::Relaxed)
+    }
+
     fn written(&self, bytes: usize) {
+        self.progress.store(true, Ordering::Relaxed);
         self.gauge.fetch_sub(bytes, Ordering::Relaxed);
     }
 
@@ -252,9 +281,11 @@ where
                 continue;
             }
             release.in_hand = batch.iter().map(Bytes::len).sum();
-            write_batch(&mut io, &mut batch).await?;
+            outbox.in_writer.store(release.in_hand, Ordering::Relaxed);
+            write_batch(&mut io, &mut batch, &outbox.progress).await?;
             io.flush().await?;
             outbox.written(std::mem::take(&mut release.in_hand));
+            outbox.in_writer.store(0, Ordering::Relaxed);
         }
         io.shutdown().await
     }
@@ -284,7 +315,11 @@ impl Drop for Release<'_> {
     }
 }
 
-async fn write_batch<W>(io: &mut W, batch: &mut VecDeque<Bytes>) -> io::Result<()>
+async fn write_batch<W>(
+    io: &mut W,
+    batch: &mut VecDeque<Bytes>,
+    progress: &AtomicBool,
+) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
@@ -301,6 +336,8 @@ where
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        // The peer is reading, however slowly.
+        progress.store(true, Ordering::Relaxed);
         let mut left = n;
         while left > 0 {
             let Some(front) = batch.front_mut() else {

@@ -152,8 +152,16 @@ pub(crate) fn with_frame<R>(frame: &bytes::Bytes, decode: impl FnOnce() -> R) ->
     decode()
 }
 
+/// Payloads shorter than this are copied out of the frame even when they
+/// could be views: a small value kept by a handler must not pin the whole
+/// receive buffer it arrived in.
+const SHARE_MIN: usize = 4 * 1024;
+
 /// A view of `slice` if it lies inside the frame being decoded, else a copy.
 fn share_or_copy(slice: &[u8]) -> bytes::Bytes {
+    if slice.len() < SHARE_MIN {
+        return bytes::Bytes::copy_from_slice(slice);
+    }
     FRAME.with(|f| {
         let frame = f.borrow();
         match frame.as_ref() {

@@ -249,6 +249,7 @@ impl Default for Limits {
 #[derive(Debug, Default)]
 struct Gauges {
     connections: AtomicUsize,
+    refusing: AtomicUsize,
     in_flight: AtomicUsize,
     buffered: Arc<AtomicUsize>,
 }
@@ -263,6 +264,16 @@ pub struct ServerStats {
     pub in_flight: usize,
     /// Reply bytes encoded and not yet written to a socket, all connections.
     pub buffered_bytes: usize,
+}
+
+/// Closes a connection when dropped.
+struct CloseOnDrop(Arc<Connection>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0
+            .fail_all(Closure::Lost("the server ended the connection".into()));
+    }
 }
 
 /// Decrements a shared count when dropped (finished or aborted).
@@ -383,9 +394,12 @@ impl ServerHandle {
         if self.shared.token.is_cancelled() {
             return;
         }
-        self.shared
-            .tracker
-            .spawn(serve_connection(self.shared.clone(), stream));
+        match ConnectionSlot::take(&self.shared) {
+            Some(slot) => {
+                self.shared.tracker.spawn(serve_connection(slot, stream));
+            }
+            None => tracing::warn!("connection limit reached; refusing a stream"),
+        }
     }
 }
 
@@ -417,18 +431,19 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
             a = listener.accept() => a,
         };
         match accepted {
-            Ok(stream)
-                if shared.gauges.connections.load(Ordering::Relaxed)
-                    >= shared.limits.max_connections =>
-            {
-                tracing::warn!(peer = %stream.peer, "connection limit reached; refusing");
-                shared.tracker.spawn(refuse(stream));
-            }
-            Ok(stream) => {
-                shared
-                    .tracker
-                    .spawn(serve_connection(shared.clone(), stream));
-            }
+            Ok(stream) => match ConnectionSlot::take(&shared) {
+                Some(slot) => {
+                    shared.tracker.spawn(serve_connection(slot, stream));
+                }
+                None => {
+                    tracing::warn!(peer = %stream.peer, "connection limit reached; refusing");
+                    // Refusals are short (1 s at most) and themselves
+                    // bounded: past that, the socket is just closed.
+                    if let Some(refusal) = Refusal::take(&shared) {
+                        shared.tracker.spawn(refuse(stream, refusal));
+                    }
+                }
+            },
             Err(e) if is_per_connection(&e) => {
                 tracing::debug!(error = %e, "accept failed for one connection");
             }
@@ -445,9 +460,59 @@ async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
     // Dropping the listener here refuses new connections from now on.
 }
 
+/// One of the `max_connections` places, counted from accept (not from when
+/// the connection's task first runs, so a burst cannot overshoot) until the
+/// connection is gone.
+struct ConnectionSlot(Arc<Shared>);
+
+impl ConnectionSlot {
+    fn take(shared: &Arc<Shared>) -> Option<Self> {
+        let limit = shared.limits.max_connections;
+        shared
+            .gauges
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(shared.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.gauges.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Most refusals in progress at once.
+const MAX_REFUSALS: usize = 64;
+
+/// One of the [`MAX_REFUSALS`] places for a connection being refused.
+struct Refusal(Arc<Shared>);
+
+impl Refusal {
+    fn take(shared: &Arc<Shared>) -> Option<Self> {
+        shared
+            .gauges
+            .refusing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_REFUSALS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(shared.clone()))
+    }
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        self.0.gauges.refusing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Tells a connection over the limit why it is refused, lets it finish
 /// sending its hello (so the close is not a reset), and closes it.
-async fn refuse(stream: Stream) {
+async fn refuse(stream: Stream, _refusal: Refusal) {
     let Stream {
         mut read,
         mut write,
@@ -491,9 +556,10 @@ struct ConnServer {
     connection_id: u64,
 }
 
-async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
+async fn serve_connection(slot: ConnectionSlot, stream: Stream) {
+    let shared = slot.0.clone();
     let span = tracing::debug_span!("ipc.conn", peer = %stream.peer);
-    let _open = GaugeGuard::new(&shared.gauges.connections);
+    let _slot = slot;
     let serve = async {
         let handshake = tokio::select! {
             r = tokio::time::timeout(
@@ -520,6 +586,9 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
             shared.gauges.buffered.clone(),
         ));
         let writer = connection::spawn_writer(&conn, write);
+        // However this task ends (even by a panic), the connection is closed
+        // and its pending calls fail: nothing waits on a dead connection.
+        let _close = CloseOnDrop(conn.clone());
         let server = ConnServer {
             shared: shared.clone(),
             conn: conn.clone(),
@@ -591,6 +660,12 @@ impl ConnServer {
                         tracing::debug!("idle timeout; closing connection");
                         draining = true;
                         self.go_away();
+                    } else if self.conn.outbox.stalled() {
+                        // Replies queued a whole period and none written:
+                        // the peer stopped reading. Free its slot.
+                        tracing::warn!("the peer stopped reading; closing connection");
+                        self.abort_all();
+                        return Closure::Lost("the peer stopped reading".into());
                     } else if let Some(idle) = idle {
                         idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
                     }
@@ -619,26 +694,20 @@ impl ConnServer {
             }
             match inbound {
                 Ok(None) => {}
-                Ok(Some(Inbound::Request(r))) if draining => {
-                    self.reply(r.id, Reply::error(Status::ShuttingDown, ""))
-                        .await;
-                }
                 Ok(Some(Inbound::Request(r))) => {
                     // Stop reading requests while replies cannot be sent: a
                     // client that does not read cannot make us buffer more.
-                    // The wait ends at the grace deadline at the latest.
-                    let dispatched = tokio::select! {
+                    // The wait ends at the grace deadline, or when the peer
+                    // has read nothing for an idle period.
+                    let handled = tokio::select! {
                         biased;
                         _ = &mut hard_stop => {
                             self.abort_all();
                             return Closure::ShuttingDown;
                         }
-                        d = async {
-                            self.conn.outbox.has_space().await;
-                            self.dispatch(r).await
-                        } => d,
+                        h = self.handle_request(r, draining) => h,
                     };
-                    if let Err(e) = dispatched {
+                    if let Err(e) = handled {
                         tracing::warn!(error = %e, "closing connection");
                         self.abort_all();
                         return Closure::Lost(e.to_string());
@@ -652,6 +721,28 @@ impl ConnServer {
                 }
             }
         }
+    }
+
+    /// Waits for write space, then starts the request (or, while draining,
+    /// refuses it). An error closes the connection.
+    async fn handle_request(&self, r: Request, draining: bool) -> Result<(), Error> {
+        let space = self.conn.outbox.has_space();
+        match self.shared.limits.idle_timeout {
+            Some(stall) => {
+                tokio::time::timeout(stall, space)
+                    .await
+                    .map_err(|_| Error::ConnectionLost {
+                        reason: format!("the peer read nothing for {stall:?}"),
+                    })?
+            }
+            None => space.await,
+        }
+        if draining {
+            let reply = Reply::error(Status::ShuttingDown, "");
+            self.answer(r.id, r.oneway, reply).await;
+            return Ok(());
+        }
+        self.dispatch(r).await
     }
 
     /// Announces the shutdown and stops taking calls; `run` ends when the
@@ -710,15 +801,30 @@ impl ConnServer {
             self.answer(req.id, oneway, reply).await;
             return Ok(());
         };
-        // Per-connection objects get their instance on first use.
-        let service = instance.get_or_init(|| {
-            exposed
-                .service
-                .for_connection()
-                .unwrap_or_else(|| exposed.service.clone())
-        });
-        let descriptor = service.descriptor();
-        let future = match service.call(req.method, &req.args) {
+        // User code runs here, on the connection's own task: the instance
+        // factory and the arguments' `Deserialize`. A panic in either is
+        // that call's failure, not the connection's.
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            // Per-connection objects get their instance on first use.
+            let service = instance.get_or_init(|| {
+                exposed
+                    .service
+                    .for_connection()
+                    .unwrap_or_else(|| exposed.service.clone())
+            });
+            (service.descriptor(), service.call(req.method, &req.args))
+        }));
+        let (descriptor, started) = match started {
+            Ok(started) => started,
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(%message, "panic while starting a call");
+                let reply = Reply::error(Status::Panic, &message);
+                self.answer(req.id, oneway, reply).await;
+                return Ok(());
+            }
+        };
+        let future = match started {
             Ok(f) => f,
             Err(e) => {
                 let reply = match e {
@@ -821,7 +927,11 @@ impl ConnServer {
         let handle = self.handlers.spawn(async move {
             let _count = Decrement(waiting);
             task.await;
-            lock(&table).remove(&id);
+            // Only our own entry: a misbehaving client may have reused the id.
+            let mut table = lock(&table);
+            if table.get(&id).is_some_and(|h| h.id() == tokio::task::id()) {
+                table.remove(&id);
+            }
         });
         in_flight.insert(id, handle.abort_handle());
         Ok(())

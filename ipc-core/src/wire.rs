@@ -50,6 +50,9 @@ const REQUEST_FIXED: usize = 4 + 2 + 4;
 const HELLO_LEN: usize = 4 + 2 + 4;
 /// The largest frame size a peer may be configured to accept (1 GiB).
 pub const MAX_FRAME_SIZE_CAP: usize = 1 << 30;
+/// The largest frame accepted before the handshake completes: a hello, or a
+/// go-away sent in its place, with room to spare.
+pub const HANDSHAKE_FRAME_MAX: usize = 64;
 /// The smallest frame size a peer may be configured to accept (1 KiB).
 pub const MIN_FRAME_SIZE: usize = 1 << 10;
 /// The object handle of the built-in system object (object lookup).

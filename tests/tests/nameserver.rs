@@ -266,6 +266,48 @@ async fn empty_names_and_unparsable_addresses_are_refused() {
 }
 
 #[tokio::test]
+async fn registrations_are_bounded_in_size_and_number() {
+    within(30, async {
+        let names = start_name_server().await;
+        let client = connect(&names).await;
+        let ns = name_server_proxy(&client).await;
+        let long = "n".repeat(nameserver::MAX_NAME_BYTES + 1);
+        let r = ns
+            .register(long, Registration::new("127.0.0.1:7001", "X"))
+            .await;
+        assert!(
+            matches!(r, Err(CallError::App(NameError::InvalidName { .. }))),
+            "{r:?}"
+        );
+        let fat = Registration::new("127.0.0.1:7001", "X")
+            .with_metadata("k", "v".repeat(nameserver::MAX_METADATA_BYTES));
+        let r = ns.register("fat".into(), fat).await;
+        assert!(
+            matches!(r, Err(CallError::App(NameError::Limit { .. }))),
+            "{r:?}"
+        );
+        for i in 0..nameserver::MAX_NAMES_PER_CONNECTION {
+            ns.register(format!("n{i}"), Registration::new("127.0.0.1:7001", "X"))
+                .await
+                .unwrap();
+        }
+        let r = ns
+            .register("one.more".into(), Registration::new("127.0.0.1:7001", "X"))
+            .await;
+        assert!(
+            matches!(r, Err(CallError::App(NameError::Limit { .. }))),
+            "{r:?}"
+        );
+        // Replacing a name already held is fine.
+        ns.register("n0".into(), Registration::new("127.0.0.1:7002", "Y"))
+            .await
+            .unwrap();
+        names.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_server_hosts_the_name_server_beside_its_own_objects() {
     within(10, async {
         let server = start(|b| b.expose(CalculatorServer::new(Calc)).name_server()).await;
