@@ -349,7 +349,7 @@ fn open_frames(stream: Stream) -> (Frames, BoxedWrite, (String, String)) {
     } = stream;
     // Until the handshake is done, nothing bigger than a hello is accepted:
     // a stranger cannot make us reserve a whole frame limit.
-    let frames = FramedRead::with_capacity(read, wire::codec(wire::HANDSHAKE_FRAME_MAX), 64);
+    let frames = FramedRead::with_capacity(read, wire::codec(wire::HANDSHAKE_FRAME_MAX), 8 * 1024);
     (frames, write, (peer, local))
 }
 

@@ -63,6 +63,8 @@ pub(crate) struct Outbox {
     in_writer: AtomicUsize,
     /// Whether bytes were waiting at the last [`Outbox::stalled`] check.
     was_waiting: AtomicBool,
+    /// Mirrors `State::closed`, readable without the lock.
+    closed: AtomicBool,
 }
 
 impl Outbox {
@@ -76,6 +78,7 @@ impl Outbox {
             progress: AtomicBool::new(false),
             in_writer: AtomicUsize::new(0),
             was_waiting: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -202,6 +205,7 @@ impl Outbox {
     /// Stops accepting frames; the writer sends what is queued, then shuts down.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
+        self.closed.store(true, Ordering::Release);
         self.wake_writer.notify_one();
         self.space.notify_waiters();
     }
@@ -224,7 +228,7 @@ impl Outbox {
 
     /// Whether the queue takes no more frames.
     pub(crate) fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.closed.load(Ordering::Acquire)
     }
 
     fn gauge_local(&self) -> usize {
@@ -306,6 +310,7 @@ impl Drop for Release<'_> {
         let queued = {
             let mut st = self.outbox.lock();
             st.closed = true;
+            self.outbox.closed.store(true, Ordering::Release);
             st.chunks.clear();
             st.small = BytesMut::new();
             std::mem::take(&mut st.queued)
