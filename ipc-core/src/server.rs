@@ -467,15 +467,8 @@ struct ConnectionSlot(Arc<Shared>);
 
 impl ConnectionSlot {
     fn take(shared: &Arc<Shared>) -> Option<Self> {
-        let limit = shared.limits.max_connections;
-        shared
-            .gauges
-            .connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(shared.clone()))
+        count_up_to(&shared.gauges.connections, shared.limits.max_connections)
+            .then(|| Self(shared.clone()))
     }
 }
 
@@ -483,6 +476,15 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.gauges.connections.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Adds one to `counter` unless it has reached `limit`; says whether it did.
+fn count_up_to(counter: &AtomicUsize, limit: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 /// Most refusals in progress at once.
@@ -493,14 +495,7 @@ struct Refusal(Arc<Shared>);
 
 impl Refusal {
     fn take(shared: &Arc<Shared>) -> Option<Self> {
-        shared
-            .gauges
-            .refusing
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_REFUSALS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(shared.clone()))
+        count_up_to(&shared.gauges.refusing, MAX_REFUSALS).then(|| Self(shared.clone()))
     }
 }
 

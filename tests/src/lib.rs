@@ -294,3 +294,35 @@ pub async fn within<F: Future>(secs: u64, f: F) -> F::Output {
         Err(_) => panic!("timed out after {secs} s: the operation hung"),
     }
 }
+
+/// Frames written by hand from the README's layout, for tests that play a
+/// raw (possibly misbehaving) client.
+pub mod raw {
+    /// The client hello: magic, protocol version 1, and the largest frame
+    /// the client accepts.
+    pub fn hello(max_frame: u32) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&19u32.to_le_bytes());
+        f.push(0);
+        f.extend_from_slice(&0u64.to_le_bytes());
+        f.extend_from_slice(b"IPCR");
+        f.extend_from_slice(&1u16.to_le_bytes());
+        f.extend_from_slice(&max_frame.to_le_bytes());
+        f
+    }
+
+    /// A request (no deadline) for `method` of object `handle`, with `args`
+    /// already encoded.
+    pub fn request(id: u64, handle: u32, method: u16, args: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(9 + 10 + args.len()).unwrap_or(u32::MAX);
+        let mut f = Vec::new();
+        f.extend_from_slice(&len.to_le_bytes());
+        f.push(1);
+        f.extend_from_slice(&id.to_le_bytes());
+        f.extend_from_slice(&handle.to_le_bytes());
+        f.extend_from_slice(&method.to_le_bytes());
+        f.extend_from_slice(&0u32.to_le_bytes());
+        f.extend_from_slice(args);
+        f
+    }
+}

@@ -143,29 +143,9 @@ async fn handshake_within_the_timeout_works_a_silent_connection_is_closed() {
     .await;
 }
 
-/// The client hello, written by hand from the README's frame layout.
-fn hello() -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&19u32.to_le_bytes());
-    f.push(0);
-    f.extend_from_slice(&0u64.to_le_bytes());
-    f.extend_from_slice(b"IPCR");
-    f.extend_from_slice(&1u16.to_le_bytes());
-    f.extend_from_slice(&(64u32 << 20).to_le_bytes());
-    f
-}
-
 /// A request for `Gate::make(len)` (method 5) on handle 1.
 fn make_request(id: u64, len: u64) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&(9u32 + 10 + 8).to_le_bytes());
-    f.push(1);
-    f.extend_from_slice(&id.to_le_bytes());
-    f.extend_from_slice(&1u32.to_le_bytes());
-    f.extend_from_slice(&5u16.to_le_bytes());
-    f.extend_from_slice(&0u32.to_le_bytes());
-    f.extend_from_slice(&len.to_le_bytes());
-    f
+    raw::request(id, 1, 5, &len.to_le_bytes())
 }
 
 #[tokio::test]
@@ -189,7 +169,7 @@ async fn a_client_that_never_reads_cannot_grow_the_servers_buffers_past_the_boun
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (_read_half_never_read, mut write) = stream.into_split();
         let writer = tokio::spawn(async move {
-            write.write_all(&hello()).await?;
+            write.write_all(&raw::hello(64 << 20)).await?;
             for id in 1..=200u64 {
                 write.write_all(&make_request(id, 400 * 1024)).await?;
             }

@@ -8,28 +8,13 @@ use ipc_tests::*;
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::io::AsyncWriteExt;
 
-/// The client hello, by hand (README frame layout).
 fn hello() -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&19u32.to_le_bytes());
-    f.push(0);
-    f.extend_from_slice(&0u64.to_le_bytes());
-    f.extend_from_slice(b"IPCR");
-    f.extend_from_slice(&1u16.to_le_bytes());
-    f.extend_from_slice(&(1u32 << 20).to_le_bytes());
-    f
+    raw::hello(1 << 20)
 }
 
 /// A request with no arguments for `method` of handle 1.
 fn request(id: u64, method: u16) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&(9u32 + 10).to_le_bytes());
-    f.push(1);
-    f.extend_from_slice(&id.to_le_bytes());
-    f.extend_from_slice(&1u32.to_le_bytes());
-    f.extend_from_slice(&method.to_le_bytes());
-    f.extend_from_slice(&0u32.to_le_bytes());
-    f
+    raw::request(id, 1, method, &[])
 }
 
 #[tokio::test]
