@@ -565,6 +565,12 @@ async fn serve_connection(slot: ConnectionSlot, stream: Stream) {
         };
         let (frames, write, hello, peer) = match handshake {
             Ok(Ok(parts)) => parts,
+            // Connecting and leaving without a word is what health checks
+            // and liveness probes do: not worth a warning.
+            Ok(Err(e @ Error::ConnectionLost { .. })) => {
+                tracing::debug!(error = %e, "peer left before the handshake");
+                return;
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "handshake failed; closing connection");
                 return;
