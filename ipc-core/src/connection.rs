@@ -361,19 +361,24 @@ fn established(mut frames: Frames, config: &ConnectionConfig) -> Frames {
     frames
 }
 
-/// Splits the stream, sends our hello, reads theirs. Used by clients.
-pub(crate) async fn handshake_as_client(
-    stream: Stream,
-    config: &ConnectionConfig,
-) -> Result<(Frames, BoxedWrite, Hello, (String, String)), Error> {
-    let (mut frames, mut write, (peer, local)) = open_frames(stream);
+/// Sends our hello, announcing our frame limit.
+async fn send_hello(write: &mut BoxedWrite, config: &ConnectionConfig) -> Result<(), Error> {
     let hello = FrameBuf::hello(config.max_frame_size).into_unchecked();
     write
         .write_all(&hello)
         .await
         .map_err(|e| Error::ConnectionLost {
             reason: format!("sending the handshake: {e}"),
-        })?;
+        })
+}
+
+/// Splits the stream, sends our hello, reads theirs. Used by clients.
+pub(crate) async fn handshake_as_client(
+    stream: Stream,
+    config: &ConnectionConfig,
+) -> Result<(Frames, BoxedWrite, Hello, (String, String)), Error> {
+    let (mut frames, mut write, (peer, local)) = open_frames(stream);
+    send_hello(&mut write, config).await?;
     let theirs = expect_hello(next_frame(&mut frames).await?)?;
     if theirs.version != PROTOCOL_VERSION {
         return Err(version_mismatch(theirs.version));
@@ -389,13 +394,7 @@ pub(crate) async fn handshake_as_server(
 ) -> Result<(Frames, BoxedWrite, Hello, (String, String)), Error> {
     let (mut frames, mut write, (peer, local)) = open_frames(stream);
     let theirs = expect_hello(next_frame(&mut frames).await?)?;
-    let hello = FrameBuf::hello(config.max_frame_size).into_unchecked();
-    write
-        .write_all(&hello)
-        .await
-        .map_err(|e| Error::ConnectionLost {
-            reason: format!("sending the handshake: {e}"),
-        })?;
+    send_hello(&mut write, config).await?;
     if theirs.version != PROTOCOL_VERSION {
         let _ = write.shutdown().await;
         return Err(version_mismatch(theirs.version));

@@ -298,31 +298,35 @@ pub async fn within<F: Future>(secs: u64, f: F) -> F::Output {
 /// Frames written by hand from the README's layout, for tests that play a
 /// raw (possibly misbehaving) client.
 pub mod raw {
+    /// One whole frame: length prefix (u32 LE, not counting itself), kind,
+    /// id (u64 LE), payload.
+    pub fn frame(kind: u8, id: u64, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(1 + 8 + payload.len()).unwrap_or(u32::MAX);
+        let mut f = Vec::with_capacity(4 + 1 + 8 + payload.len());
+        f.extend_from_slice(&len.to_le_bytes());
+        f.push(kind);
+        f.extend_from_slice(&id.to_le_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
     /// The client hello: magic, protocol version 1, and the largest frame
     /// the client accepts.
     pub fn hello(max_frame: u32) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend_from_slice(&19u32.to_le_bytes());
-        f.push(0);
-        f.extend_from_slice(&0u64.to_le_bytes());
-        f.extend_from_slice(b"IPCR");
-        f.extend_from_slice(&1u16.to_le_bytes());
-        f.extend_from_slice(&max_frame.to_le_bytes());
-        f
+        let mut p = b"IPCR".to_vec();
+        p.extend_from_slice(&1u16.to_le_bytes());
+        p.extend_from_slice(&max_frame.to_le_bytes());
+        frame(0, 0, &p)
     }
 
     /// A request (no deadline) for `method` of object `handle`, with `args`
     /// already encoded.
     pub fn request(id: u64, handle: u32, method: u16, args: &[u8]) -> Vec<u8> {
-        let len = u32::try_from(9 + 10 + args.len()).unwrap_or(u32::MAX);
-        let mut f = Vec::new();
-        f.extend_from_slice(&len.to_le_bytes());
-        f.push(1);
-        f.extend_from_slice(&id.to_le_bytes());
-        f.extend_from_slice(&handle.to_le_bytes());
-        f.extend_from_slice(&method.to_le_bytes());
-        f.extend_from_slice(&0u32.to_le_bytes());
-        f.extend_from_slice(args);
-        f
+        let mut p = Vec::with_capacity(10 + args.len());
+        p.extend_from_slice(&handle.to_le_bytes());
+        p.extend_from_slice(&method.to_le_bytes());
+        p.extend_from_slice(&0u32.to_le_bytes());
+        p.extend_from_slice(args);
+        frame(1, id, &p)
     }
 }

@@ -56,6 +56,18 @@ async fn serve(addr: &str, instance: u32) -> (ServerHandle, mpsc::UnboundedRecei
     (server, rx)
 }
 
+/// A proxy through a new client of `addr` with the given reconnect policy
+/// (the proxy keeps its client alive).
+async fn proxy_to(addr: &str, policy: Reconnect) -> FlakyProxy {
+    let client = Client::builder()
+        .addr(addr)
+        .reconnect(policy)
+        .connect()
+        .await
+        .unwrap();
+    client.get_exposed_object().await.unwrap()
+}
+
 fn patient() -> Reconnect {
     Reconnect {
         max_attempts: 50,
@@ -69,13 +81,7 @@ async fn after_a_server_restart_the_same_proxy_reconnects_and_only_idempotent_ca
     within(30, async {
         let (first, mut started) = serve("127.0.0.1:0", 1).await;
         let addr = first.local_addr().to_string();
-        let client = Client::builder()
-            .addr(addr.as_str())
-            .reconnect(patient())
-            .connect()
-            .await
-            .unwrap();
-        let proxy: FlakyProxy = client.get_exposed_object().await.unwrap();
+        let proxy = proxy_to(&addr, patient()).await;
         assert_eq!(proxy.instance().await.unwrap(), 1);
 
         let plain = tokio::spawn({
@@ -109,13 +115,7 @@ async fn the_next_call_after_a_restart_succeeds_without_any_failed_call_first() 
     within(30, async {
         let (first, _s1) = serve("127.0.0.1:0", 1).await;
         let addr = first.local_addr().to_string();
-        let client = Client::builder()
-            .addr(addr.as_str())
-            .reconnect(patient())
-            .connect()
-            .await
-            .unwrap();
-        let proxy: FlakyProxy = client.get_exposed_object().await.unwrap();
+        let proxy = proxy_to(&addr, patient()).await;
         assert_eq!(proxy.instance().await.unwrap(), 1);
         first.stop().await;
         let (second, _s2) = serve(&addr, 2).await;
@@ -131,17 +131,15 @@ async fn reconnecting_gives_up_after_the_configured_attempts() {
     within(30, async {
         let (first, _s1) = serve("127.0.0.1:0", 1).await;
         let addr = first.local_addr().to_string();
-        let client = Client::builder()
-            .addr(addr.as_str())
-            .reconnect(Reconnect {
+        let proxy = proxy_to(
+            &addr,
+            Reconnect {
                 max_attempts: 3,
                 initial_backoff: Duration::from_millis(1),
                 max_backoff: Duration::from_millis(5),
-            })
-            .connect()
-            .await
-            .unwrap();
-        let proxy: FlakyProxy = client.get_exposed_object().await.unwrap();
+            },
+        )
+        .await;
         first.stop().await;
         // The first call may still race the server's goodbye (and fail with
         // ShuttingDown: it did not run); by its end the loss is known.
@@ -160,13 +158,7 @@ async fn without_reconnect_a_lost_connection_stays_lost() {
     within(30, async {
         let (first, _s1) = serve("127.0.0.1:0", 1).await;
         let addr = first.local_addr().to_string();
-        let client = Client::builder()
-            .addr(addr.as_str())
-            .reconnect(Reconnect::NEVER)
-            .connect()
-            .await
-            .unwrap();
-        let proxy: FlakyProxy = client.get_exposed_object().await.unwrap();
+        let proxy = proxy_to(&addr, Reconnect::NEVER).await;
         first.stop().await;
         let (second, _s2) = serve(&addr, 2).await;
         let err = proxy.instance().await.unwrap_err();

@@ -10,6 +10,8 @@ use ipc_core::{ObjectDescriptor, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub(crate) use ipc_tests::raw::{frame, request};
+
 pub(crate) const HELLO: u8 = 0;
 pub(crate) const REQUEST: u8 = 1;
 pub(crate) const RESPONSE: u8 = 2;
@@ -22,17 +24,6 @@ const OUR_MAX_FRAME: u32 = 1 << 20;
 /// How long a read may wait for the server before the test calls it a hang.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One whole frame: length prefix, kind, id, payload.
-pub(crate) fn frame(kind: u8, id: u64, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(1 + 8 + payload.len()).unwrap_or(u32::MAX);
-    let mut f = Vec::with_capacity(4 + 1 + 8 + payload.len());
-    f.extend_from_slice(&len.to_le_bytes());
-    f.push(kind);
-    f.extend_from_slice(&id.to_le_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 /// A hello frame with the given magic, version and frame limit.
 pub(crate) fn hello(magic: &[u8; 4], version: u16, max_frame: u32) -> Vec<u8> {
     let mut p = magic.to_vec();
@@ -43,17 +34,7 @@ pub(crate) fn hello(magic: &[u8; 4], version: u16, max_frame: u32) -> Vec<u8> {
 
 /// The hello a well-behaved client sends.
 pub(crate) fn good_hello() -> Vec<u8> {
-    hello(b"IPCR", 1, OUR_MAX_FRAME)
-}
-
-/// A request frame with no deadline.
-pub(crate) fn request(id: u64, object: u32, method: u16, args: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(10 + args.len());
-    p.extend_from_slice(&object.to_le_bytes());
-    p.extend_from_slice(&method.to_le_bytes());
-    p.extend_from_slice(&0u32.to_le_bytes());
-    p.extend_from_slice(args);
-    frame(REQUEST, id, &p)
+    ipc_tests::raw::hello(OUR_MAX_FRAME)
 }
 
 /// bincode of a `String`: a `u64` length, then the bytes.
