@@ -52,11 +52,24 @@ struct ClientInner {
     target: Option<Address>,
     settings: ClientBuilder,
     link: Mutex<Link>,
-    /// Held while reconnecting, so concurrent calls wait for one round of
-    /// attempts; holds how the last round failed.
-    reconnecting: tokio::sync::Mutex<Option<(io::ErrorKind, String)>>,
-    /// Rounds of reconnect attempts finished so far.
+    /// Held by the call running a round of reconnect attempts; calls that
+    /// need a connection meanwhile wait for the round's outcome.
+    round: tokio::sync::Mutex<()>,
+    /// How the last round ended, if it failed.
+    failed: Mutex<Option<Failure>>,
+    /// Rounds of reconnect attempts finished so far (either way).
     rounds: AtomicU64,
+}
+
+/// A round of reconnect attempts that failed: every attempt the policy
+/// allows was made.
+#[derive(Clone)]
+struct Failure {
+    kind: io::ErrorKind,
+    message: String,
+    /// When the next attempt is due. Until then calls fail at once with
+    /// this failure, unless the client waits for the server.
+    retry_at: tokio::time::Instant,
 }
 
 #[derive(Clone)]
@@ -77,9 +90,9 @@ impl ClientInner {
         self.link.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// A connection that takes new calls: the current one, or a new one
-    /// (trying at most `max_attempts` times, or the policy's number if less).
-    async fn live(&self, max_attempts: u32) -> Result<Link, Error> {
+    /// A connection that takes new calls: the current one, or a new one made
+    /// by a round of attempts that follows the reconnect policy.
+    async fn live(&self) -> Result<Link, Error> {
         let link = self.current();
         if link.conn.takes_calls() {
             return Ok(link);
@@ -87,32 +100,77 @@ impl ClientInner {
         // Boxed: the reconnect state machine is large and rarely needed, and
         // inline it would make every call's future (moved on each poll
         // setup) that much bigger.
-        Box::pin(self.reconnect(link, max_attempts)).await
+        Box::pin(self.reconnect(link)).await
     }
 
-    async fn reconnect(&self, link: Link, max_attempts: u32) -> Result<Link, Error> {
-        let mut policy = self.settings.reconnect;
-        policy.max_attempts = policy.max_attempts.min(max_attempts);
+    /// The last round's failure, while its backoff runs.
+    fn recent_failure(&self) -> Option<Failure> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed
+            .as_ref()
+            .filter(|f| f.retry_at > tokio::time::Instant::now())
+            .cloned()
+    }
+
+    fn failure_error(&self, failure: &Failure) -> Error {
+        Error::Connect {
+            addr: self.addr.clone(),
+            source: io::Error::new(failure.kind, failure.message.clone()),
+        }
+    }
+
+    /// Every call that needs a connection either gets one or fails after a
+    /// whole round of attempts has failed: its own, or the one it waited
+    /// for (one round at a time, shared by the calls that arrive during it).
+    /// After a failed round, calls fail at once until the next attempt is
+    /// due, unless the client waits for the server.
+    async fn reconnect(&self, link: Link) -> Result<Link, Error> {
+        let policy = self.settings.reconnect;
         let Some(target) = self.target.as_ref().filter(|_| policy.max_attempts > 0) else {
             return Err(link.conn.refusal());
         };
-        let seen = self.rounds.load(Ordering::Acquire);
-        let mut last_failure = self.reconnecting.lock().await;
-        let link = self.current();
-        if link.conn.takes_calls() {
-            return Ok(link);
-        }
-        // A round ran and failed while this call waited for its turn: share
-        // its outcome instead of queueing another full round behind it.
-        if self.rounds.load(Ordering::Acquire) != seen {
-            if let Some((kind, reason)) = &*last_failure {
-                return Err(Error::Connect {
-                    addr: self.addr.clone(),
-                    source: io::Error::new(*kind, reason.clone()),
-                });
+        loop {
+            if let Some(failure) = self.recent_failure() {
+                if !self.settings.wait_for_server {
+                    // Failing at once must still yield now and then, or a
+                    // caller retrying in a loop would starve its thread.
+                    tokio::task::consume_budget().await;
+                    return Err(self.failure_error(&failure));
+                }
+                tokio::time::sleep_until(failure.retry_at).await;
+            }
+            let seen = self.rounds.load(Ordering::Acquire);
+            let _turn = self.round.lock().await;
+            let link = self.current();
+            if link.conn.takes_calls() {
+                return Ok(link);
+            }
+            if self.rounds.load(Ordering::Acquire) != seen {
+                // A round ended while this call waited for its turn. If it
+                // failed, it made every attempt the policy allows: share its
+                // outcome rather than queue another round behind it.
+                if let Some(failure) = self.recent_failure() {
+                    if self.settings.wait_for_server {
+                        continue;
+                    }
+                    return Err(self.failure_error(&failure));
+                }
+            }
+            match self.round_of_attempts(target, link.generation).await {
+                Ok(link) => return Ok(link),
+                Err(e) if self.settings.wait_for_server => {
+                    tracing::debug!(addr = %self.addr, error = %e, "still waiting for the server");
+                }
+                Err(e) => return Err(e),
             }
         }
-        let mut last = link.conn.refusal();
+    }
+
+    /// Up to `max_attempts` connection attempts with the policy's backoff
+    /// between them. Records the outcome for the calls that waited.
+    async fn round_of_attempts(&self, target: &Address, generation: u32) -> Result<Link, Error> {
+        let policy = self.settings.reconnect;
+        let mut last = None;
         for attempt in 0..policy.max_attempts {
             if attempt > 0 {
                 tokio::time::sleep(policy.backoff(attempt - 1)).await;
@@ -122,22 +180,38 @@ impl ClientInner {
                     tracing::info!(addr = %self.addr, attempt, "reconnected");
                     let link = Link {
                         conn,
-                        generation: link.generation.wrapping_add(1).max(1),
+                        generation: generation.wrapping_add(1).max(1),
                     };
                     *self.link.lock().unwrap_or_else(|p| p.into_inner()) = link.clone();
-                    *last_failure = None;
+                    *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     self.rounds.fetch_add(1, Ordering::AcqRel);
                     return Ok(link);
                 }
                 Err(e) => {
                     tracing::debug!(addr = %self.addr, attempt, error = %e, "reconnect failed");
-                    last = e;
+                    last = Some(e);
                 }
             }
         }
-        *last_failure = Some(match &last {
+        let last = last.unwrap_or_else(|| Error::ConnectionLost {
+            reason: "no reconnect attempt was made".into(),
+        });
+        let (kind, message) = match &last {
             Error::Connect { source, .. } => (source.kind(), source.to_string()),
             other => (io::ErrorKind::Other, other.to_string()),
+        };
+        let next_due = policy.backoff(policy.max_attempts.saturating_sub(1));
+        tracing::warn!(
+            addr = %self.addr,
+            attempts = policy.max_attempts,
+            error = %last,
+            retry_in = ?next_due,
+            "could not reconnect",
+        );
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failure {
+            kind,
+            message,
+            retry_at: tokio::time::Instant::now() + next_due,
         });
         self.rounds.fetch_add(1, Ordering::AcqRel);
         Err(last)
@@ -161,6 +235,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     call_timeout: Duration,
     reconnect: Reconnect,
+    wait_for_server: bool,
 }
 
 impl Default for ClientBuilder {
@@ -171,6 +246,7 @@ impl Default for ClientBuilder {
             connect_timeout: config::DEFAULT_CONNECT_TIMEOUT,
             call_timeout: config::DEFAULT_CALL_TIMEOUT,
             reconnect: Reconnect::default(),
+            wait_for_server: false,
         }
     }
 }
@@ -219,6 +295,17 @@ impl ClientBuilder {
         self
     }
 
+    /// What calls do while the server cannot be reached. Default `false`:
+    /// after a round of reconnect attempts has failed, calls fail at once
+    /// with its [`Error::Connect`] until the next attempt is due (the
+    /// policy's next backoff), then the next call starts a new round.
+    /// `true`: calls wait for the server instead, round after round, until
+    /// their deadline ([`ClientBuilder::call_timeout`]).
+    pub fn wait_for_server(mut self, wait: bool) -> Self {
+        self.wait_for_server = wait;
+        self
+    }
+
     /// Connects to the configured address.
     pub async fn connect(self) -> Result<Client, Error> {
         let target = self.addr.clone();
@@ -253,7 +340,8 @@ impl ClientBuilder {
                     conn,
                     generation: 1,
                 }),
-                reconnecting: tokio::sync::Mutex::new(None),
+                round: tokio::sync::Mutex::new(()),
+                failed: Mutex::new(None),
                 rounds: AtomicU64::new(0),
             }),
         }
@@ -353,7 +441,7 @@ impl Client {
         };
         let timeout = object.timeout;
         tokio::time::timeout(timeout, async {
-            let link = self.inner.live(u32::MAX).await?;
+            let link = self.inner.live().await?;
             object.handle_on(&link).await
         })
         .await
@@ -367,7 +455,7 @@ impl Client {
         let timeout = self.inner.settings.call_timeout;
         let deadline_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let list = async {
-            let link = self.inner.live(u32::MAX).await?;
+            let link = self.inner.live().await?;
             let frame =
                 FrameBuf::request(0, wire::SYSTEM_OBJECT, wire::SYSTEM_LIST, deadline_ms, &())
                     .map_err(|e| Error::Encode {
@@ -516,7 +604,7 @@ impl ObjectRef {
                 detail: e.to_string(),
             })?;
             let send = async {
-                let link = self.client.inner.live(u32::MAX).await?;
+                let link = self.client.inner.live().await?;
                 frame.set_object(self.handle_on(&link).await?);
                 let conn = &link.conn;
                 let size = frame.body_len();
@@ -590,36 +678,33 @@ impl ObjectRef {
         let attempts = async {
             let mut frame = frame;
             let mut attempt = 0;
-            let mut did_not_run: Option<Error> = None;
+            // Why the last attempt did not run, if it did not.
+            let mut not_run: Option<Error> = None;
             loop {
-                // A call that did not run is sent again only if one new
-                // connection can be had at once: a server shutting down for
-                // good must not make the caller wait through the backoff.
-                let link = match did_not_run.take() {
-                    None => self.client.inner.live(u32::MAX).await?,
-                    Some(refusal) => match self.client.inner.live(1).await {
-                        Ok(link) => link,
-                        Err(_) => return Err(refusal),
-                    },
+                // A call sent again gets a connection the same way as a new
+                // one: following the reconnect policy. If there is none, a
+                // call the server refused fails with that refusal
+                // (`ShuttingDown`: it did not run), the root cause.
+                let link = match self.client.inner.live().await {
+                    Ok(link) => link,
+                    Err(e) => return Err(not_run.take().unwrap_or(e)),
                 };
                 frame.set_object(self.handle_on(&link).await?);
                 let (result, sent) = round_trip(&link.conn, frame).await;
                 // The call never left, or the server says it did not run:
                 // sending it again (on a new connection) is safe for any
                 // method. If it may have run, only idempotent methods go again.
-                let not_run = sent.as_ref().is_some_and(|s| !s.left)
+                let not_run_now = sent.as_ref().is_some_and(|s| !s.left)
                     || matches!(&result, Ok(r) if r.status == Status::ShuttingDown)
                     || matches!(&result, Err(Error::ShuttingDown));
-                let retry =
-                    not_run || matches!(&result, Err(e) if idempotent && e.is_connection_error());
+                let retry = not_run_now
+                    || matches!(&result, Err(e) if idempotent && e.is_connection_error());
                 match sent {
                     Some(sent) if retry && attempt < MAX_RETRIES => {
                         attempt += 1;
-                        tracing::debug!(attempt, not_run, "sending the call again");
+                        tracing::debug!(attempt, not_run = not_run_now, "sending the call again");
                         frame = sent.frame;
-                        if not_run {
-                            did_not_run = Some(result.err().unwrap_or(Error::ShuttingDown));
-                        }
+                        not_run = not_run_now.then(|| result.err().unwrap_or(Error::ShuttingDown));
                     }
                     Some(sent) => {
                         sent.frame.recycle();

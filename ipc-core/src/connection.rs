@@ -412,8 +412,21 @@ pub(crate) fn spawn_writer(
     conn: &Arc<Connection>,
     write: BoxedWrite,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    let conn = conn.clone();
+    /// Releases the outbox's bytes if the task is dropped before it first
+    /// runs (a writer that runs does so itself): it exists before the task.
+    struct Unstarted(Option<Arc<Connection>>);
+    impl Drop for Unstarted {
+        fn drop(&mut self) {
+            if let Some(conn) = self.0.take() {
+                conn.outbox.release_all();
+            }
+        }
+    }
+    let mut unstarted = Unstarted(Some(conn.clone()));
     tokio::spawn(async move {
+        let Some(conn) = unstarted.0.take() else {
+            return Ok(());
+        };
         let r = crate::outbox::run_writer(&conn.outbox, write).await;
         if let Err(e) = &r {
             tracing::debug!(peer = %conn.peer, error = %e, "write failed");

@@ -83,6 +83,7 @@ pub mod object;
 mod outbox;
 mod payload;
 pub mod server;
+mod signal;
 pub mod transport;
 pub mod wire;
 
@@ -93,6 +94,7 @@ pub use error::{CallError, Error};
 pub use object::{MethodInfo, ObjectDescriptor, ObjectInfo, Proxy, Service};
 pub use payload::Bytes;
 pub use server::{Server, ServerBuilder, ServerHandle};
+pub use signal::shutdown_signal;
 /// The token that drives graceful shutdown ([`ServerBuilder::shutdown_token`]),
 /// re-exported so you need not depend on `tokio-util` yourself.
 pub use tokio_util::sync::CancellationToken;

@@ -268,9 +268,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut batch = VecDeque::new();
-    // Releases from the gauge whatever is not written, however this ends
-    // (including the task being aborted).
-    let mut release = Release { outbox, in_hand: 0 };
+    // However this ends (including the task being aborted), nothing stays
+    // counted in the gauge.
+    let _release = ReleaseOnDrop(outbox);
     let result = async {
         loop {
             if !outbox.take(&mut batch) {
@@ -284,12 +284,14 @@ where
                 tokio::task::yield_now().await;
                 continue;
             }
-            release.in_hand = batch.iter().map(Bytes::len).sum();
-            outbox.in_writer.store(release.in_hand, Ordering::Relaxed);
+            let in_hand = batch.iter().map(Bytes::len).sum();
+            outbox.in_writer.store(in_hand, Ordering::Relaxed);
             write_batch(&mut io, &mut batch, &outbox.progress).await?;
             io.flush().await?;
-            outbox.written(std::mem::take(&mut release.in_hand));
+            // Both at once (no await between): the bytes leave the gauge
+            // exactly once, here or in `release_all`.
             outbox.in_writer.store(0, Ordering::Relaxed);
+            outbox.written(in_hand);
         }
         io.shutdown().await
     }
@@ -300,23 +302,31 @@ where
     result
 }
 
-struct Release<'a> {
-    outbox: &'a Outbox,
-    in_hand: usize,
+/// Calls [`Outbox::release_all`] when dropped.
+pub(crate) struct ReleaseOnDrop<'a>(pub(crate) &'a Outbox);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.release_all();
+    }
 }
 
-impl Drop for Release<'_> {
-    fn drop(&mut self) {
+impl Outbox {
+    /// Closes the queue, drops what is queued and takes every byte still
+    /// counted (queued, or in the writer's hands) out of the gauge. Called
+    /// when the writer ends, however it ends; safe to call more than once.
+    pub(crate) fn release_all(&self) {
         let queued = {
-            let mut st = self.outbox.lock();
+            let mut st = self.lock();
             st.closed = true;
-            self.outbox.closed.store(true, Ordering::Release);
+            self.closed.store(true, Ordering::Release);
             st.chunks.clear();
             st.small = BytesMut::new();
             std::mem::take(&mut st.queued)
         };
-        self.outbox.written(self.in_hand + queued);
-        self.outbox.space.notify_waiters();
+        let in_hand = self.in_writer.swap(0, Ordering::Relaxed);
+        self.written(in_hand + queued);
+        self.space.notify_waiters();
     }
 }
 

@@ -52,6 +52,7 @@ pub struct ServerBuilder {
     limits: Limits,
     grace_period: Duration,
     token: Option<CancellationToken>,
+    signal: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     objects: Vec<(String, Arc<dyn Service>)>,
 }
 
@@ -63,6 +64,7 @@ impl Default for ServerBuilder {
             limits: Limits::default(),
             grace_period: config::DEFAULT_GRACE_PERIOD,
             token: None,
+            signal: None,
             objects: Vec::new(),
         }
     }
@@ -173,14 +175,36 @@ impl ServerBuilder {
         self
     }
 
+    /// Shuts the server down gracefully when `signal` completes: for
+    /// example [`shutdown_signal()`](crate::shutdown_signal), so that Ctrl-C
+    /// and SIGTERM stop the server as [`ServerHandle::stop`] does. The
+    /// future is polled from the moment the server starts.
+    pub fn shutdown_on<F>(mut self, signal: F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.signal = Some(Box::pin(signal));
+        self
+    }
+
     /// Binds the address and starts serving in the background. Fails at once
     /// (no retry) if the address is in use, naming it.
-    pub async fn start(self) -> Result<ServerHandle, Error> {
+    pub async fn start(mut self) -> Result<ServerHandle, Error> {
+        let signal = self.signal.take();
         let shared = self.into_shared()?;
         let (listener, local_addr) = Listener::bind(&shared.bind_addr).await?;
         tracing::info!(addr = %local_addr, "listening");
         shared.tracker.spawn(accept_loop(shared.clone(), listener));
         spawn_supervisor(&shared);
+        if let Some(signal) = signal {
+            let token = shared.token.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = signal => token.cancel(),
+                    _ = token.cancelled() => {}
+                }
+            });
+        }
         Ok(ServerHandle { shared, local_addr })
     }
 
@@ -276,12 +300,122 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// Decrements a shared count when dropped (finished or aborted).
-struct Decrement(Arc<AtomicUsize>);
+/// The calls of one connection that run as tasks (those that did not finish
+/// on their first poll), by request id. Each counts against
+/// `max_in_flight` from the moment its place is reserved until it is
+/// cancelled, aborted, or its task ends — whichever comes first, on every path.
+#[derive(Default)]
+struct InFlight {
+    table: Mutex<Table>,
+    /// `table.calls.len()`, readable without the lock.
+    count: AtomicUsize,
+}
 
-impl Drop for Decrement {
+#[derive(Default)]
+struct Table {
+    calls: HashMap<u64, Entry>,
+    /// Tells apart two calls that used the same id one after the other.
+    next_seq: u64,
+}
+
+struct Entry {
+    seq: u64,
+    /// Set once the call's task exists.
+    abort: Option<AbortHandle>,
+}
+
+/// A call's place in [`InFlight`]. It exists before the call's task and
+/// moves into it, so however the task ends — finished, panicked, aborted
+/// before or after its first poll — dropping it frees the place (unless a
+/// cancel freed it already).
+struct Slot {
+    in_flight: Arc<InFlight>,
+    id: u64,
+    seq: u64,
+}
+
+impl InFlight {
+    /// Calls in the table.
+    fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        lock(&self.table)
+    }
+
+    /// Reserves a place for call `id`; `None` if a call with this id is
+    /// already in flight (a protocol violation).
+    fn reserve(self: &Arc<Self>, id: u64) -> Option<Slot> {
+        let mut table = self.lock();
+        if table.calls.contains_key(&id) {
+            return None;
+        }
+        let seq = table.next_seq;
+        table.next_seq += 1;
+        table.calls.insert(id, Entry { seq, abort: None });
+        self.count.store(table.calls.len(), Ordering::Relaxed);
+        Some(Slot {
+            in_flight: self.clone(),
+            id,
+            seq,
+        })
+    }
+
+    /// Records how to abort the task now running the call of `id`/`seq`,
+    /// if that call is still in the table.
+    fn started(&self, id: u64, seq: u64, abort: AbortHandle) {
+        let mut table = self.lock();
+        match table.calls.get_mut(&id) {
+            Some(entry) if entry.seq == seq => entry.abort = Some(abort),
+            // The task ended already (and freed its place).
+            _ => {}
+        }
+    }
+
+    /// Frees call `id`'s place at once and aborts its task.
+    fn cancel(&self, id: u64) -> bool {
+        let entry = {
+            let mut table = self.lock();
+            let entry = table.calls.remove(&id);
+            self.count.store(table.calls.len(), Ordering::Relaxed);
+            entry
+        };
+        match entry {
+            Some(entry) => {
+                if let Some(abort) = entry.abort {
+                    abort.abort();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Frees every place and aborts every task.
+    fn abort_all(&self) {
+        let calls = {
+            let mut table = self.lock();
+            self.count.store(0, Ordering::Relaxed);
+            std::mem::take(&mut table.calls)
+        };
+        for entry in calls.into_values() {
+            if let Some(abort) = entry.abort {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let mut table = self.in_flight.lock();
+        if table.calls.get(&self.id).is_some_and(|e| e.seq == self.seq) {
+            table.calls.remove(&self.id);
+            self.in_flight
+                .count
+                .store(table.calls.len(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -534,16 +668,45 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
+/// Most bytes a closing connection reads and discards after its last frame
+/// (read into one small buffer: this bounds work, not memory).
+const LINGER_BYTES: usize = 1 << 30;
+
+/// A closing connection whose peer sends nothing for this long is closed
+/// without waiting further for the peer to close its side.
+const LINGER_QUIET: Duration = Duration::from_millis(250);
+
+/// After the last go-away is written and the write side shut down: reads and
+/// discards what the peer still sends until it closes its side (it has read
+/// our end of stream) or falls quiet for [`LINGER_QUIET`], for at most
+/// `limit` and [`LINGER_BYTES`]. Closing a socket while the peer is still
+/// sending makes the kernel answer with a reset, which discards our last
+/// frames (the go-away among them) before the peer has read them.
+async fn linger(frames: &mut connection::Frames, limit: Duration) {
+    let mut discarded = frames.read_buffer().len();
+    let read = frames.get_mut();
+    let mut sink = [0u8; 8 * 1024];
+    let _ = tokio::time::timeout(limit, async {
+        while discarded <= LINGER_BYTES {
+            match tokio::time::timeout(LINGER_QUIET, read.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                // End of stream, an error, or a quiet peer.
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
 /// Per-connection serving state: the calls in flight, by request id.
 struct ConnServer {
     shared: Arc<Shared>,
     conn: Arc<Connection>,
     handlers: TaskTracker,
-    in_flight: Arc<Mutex<HashMap<u64, AbortHandle>>>,
+    /// Calls that did not finish on their first poll and run as tasks.
+    in_flight: Arc<InFlight>,
     /// Set when a call finishes, so the idle timer counts from then.
     activity: Arc<AtomicBool>,
-    /// Calls that did not finish on their first poll and run as tasks.
-    waiting: Arc<AtomicUsize>,
     /// Per object handle: the service this connection calls (the shared one,
     /// or its own instance for per-connection objects), set on first use.
     instances: Vec<OnceLock<Arc<dyn Service>>>,
@@ -596,18 +759,30 @@ async fn serve_connection(slot: ConnectionSlot, stream: Stream) {
             handlers: TaskTracker::new(),
             in_flight: Arc::default(),
             activity: Arc::default(),
-            waiting: Arc::default(),
             instances: shared.objects.iter().map(|_| OnceLock::new()).collect(),
             peer: Arc::from(conn.peer.as_str()),
             connection_id: shared.next_connection_id.fetch_add(1, Ordering::Relaxed),
         };
-        let closure = server.run(frames).await;
+        let mut frames = frames;
+        let closure = server.run(&mut frames).await;
         tracing::debug!(?closure, "connection closing");
+        let graceful = matches!(closure, Closure::ShuttingDown);
         conn.fail_all(closure);
         let abort = writer.abort_handle();
-        tokio::select! {
-            _ = writer => {}
-            _ = shared.hard_stop.cancelled() => abort.abort(),
+        let flushed = tokio::select! {
+            w = writer => matches!(w, Ok(Ok(()))),
+            _ = shared.hard_stop.cancelled() => {
+                abort.abort();
+                false
+            }
+        };
+        if graceful && flushed {
+            tokio::select! {
+                // Bounded by the grace period: by its end during a shutdown
+                // (the hard stop), and by its length after an idle close.
+                _ = linger(&mut frames, shared.grace_period) => {}
+                _ = shared.hard_stop.cancelled() => {}
+            }
         }
     };
     if span.is_disabled() {
@@ -620,7 +795,7 @@ async fn serve_connection(slot: ConnectionSlot, stream: Stream) {
 impl ConnServer {
     /// Reads and dispatches until the peer leaves, the protocol breaks, or a
     /// shutdown has drained this connection.
-    async fn run(&self, mut frames: connection::Frames) -> Closure {
+    async fn run(&self, frames: &mut connection::Frames) -> Closure {
         let shared = &self.shared;
         let mut draining = false;
         // The highest request id read, told to the client when closing.
@@ -657,7 +832,7 @@ impl ConnServer {
                 _ = &mut idle_timer, if idle.is_some() && !draining => {
                     let recently_busy = std::mem::take(&mut traffic)
                         | self.activity.swap(false, Ordering::Relaxed);
-                    if !recently_busy && self.lock_in_flight().is_empty() {
+                    if !recently_busy && self.in_flight.len() == 0 {
                         tracing::debug!("idle timeout; closing connection");
                         draining = true;
                         self.go_away();
@@ -767,21 +942,14 @@ impl ConnServer {
         }
     }
 
-    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle>> {
-        lock(&self.in_flight)
-    }
-
     fn cancel(&self, id: u64) {
-        if let Some(h) = self.lock_in_flight().remove(&id) {
+        if self.in_flight.cancel(id) {
             tracing::debug!(id, "call cancelled by the client");
-            h.abort();
         }
     }
 
     fn abort_all(&self) {
-        for (_, h) in self.lock_in_flight().drain() {
-            h.abort();
-        }
+        self.in_flight.abort_all();
     }
 
     /// Starts a request. An error means the peer broke the protocol.
@@ -861,7 +1029,7 @@ impl ConnServer {
         let span = tracing::debug_span!("ipc.handle", object = %exposed.name, method, id = req.id);
         let id = req.id;
         let deadline = (req.deadline_ms > 0).then(|| Duration::from_millis(req.deadline_ms.into()));
-        if self.waiting.load(Ordering::Relaxed) >= self.shared.limits.max_in_flight {
+        if self.in_flight.len() >= self.shared.limits.max_in_flight {
             let detail = format!(
                 "{} calls already in flight on this connection",
                 self.shared.limits.max_in_flight
@@ -913,28 +1081,20 @@ impl ConnServer {
         if first.is_ready() {
             return Ok(());
         }
-        let mut in_flight = self.lock_in_flight();
-        if in_flight.contains_key(&id) {
+        // The call counts against the limit until its reply is queued, it is
+        // cancelled, or its task is dropped: the slot exists before the task
+        // and moves into it.
+        let Some(slot) = self.in_flight.reserve(id) else {
             return Err(Error::Protocol {
                 detail: format!("request id {id} is already in flight"),
             });
-        }
-        let table = self.in_flight.clone();
-        let waiting = self.waiting.clone();
-        waiting.fetch_add(1, Ordering::Relaxed);
-        // Inserted under the lock the task takes to remove itself, so the
-        // removal cannot come first. The call counts against the limit until
-        // its reply is queued (or it is dropped).
+        };
+        let seq = slot.seq;
         let handle = self.handlers.spawn(async move {
-            let _count = Decrement(waiting);
+            let _slot = slot;
             task.await;
-            // Only our own entry: a misbehaving client may have reused the id.
-            let mut table = lock(&table);
-            if table.get(&id).is_some_and(|h| h.id() == tokio::task::id()) {
-                table.remove(&id);
-            }
         });
-        in_flight.insert(id, handle.abort_handle());
+        self.in_flight.started(id, seq, handle.abort_handle());
         Ok(())
     }
 

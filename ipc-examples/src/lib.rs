@@ -17,7 +17,6 @@
 //! cargo run -p ipc-examples --bin hello-client -- --addr unix:/tmp/hello.sock World
 //! ```
 
-use std::future::Future;
 use std::io;
 use std::process::ExitCode;
 
@@ -30,6 +29,9 @@ use ipc_core::{Address, DEFAULT_ADDR, expose};
 pub trait Greeter {
     /// Returns a greeting for `name`.
     async fn greet(&self, name: String) -> String;
+    /// Returns the same greeting after waiting `delay_ms` milliseconds: a
+    /// slow call, to watch a graceful shutdown let it finish.
+    async fn greet_after(&self, name: String, delay_ms: u64) -> String;
 }
 
 /// The implementation `hello-server` serves: `greet("World")` is `"Hello, World!"`.
@@ -39,6 +41,11 @@ pub struct Hello;
 impl Greeter for Hello {
     async fn greet(&self, name: String) -> String {
         format!("Hello, {name}!")
+    }
+
+    async fn greet_after(&self, name: String, delay_ms: u64) -> String {
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        self.greet(name).await
     }
 }
 
@@ -130,41 +137,22 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Starts catching Ctrl-C (SIGINT) and returns a future that completes when
-/// one arrives.
-///
-/// The handler is in place when this returns, so a Ctrl-C at any later moment
-/// is caught rather than killing the process. (`tokio::signal::ctrl_c()`
-/// installs its handler only when first awaited, which may be too late for a
-/// server that has already said it is listening.)
-///
-/// # Errors
-///
-/// The handler could not be installed (see `tokio::signal`).
-pub fn ctrl_c() -> io::Result<impl Future<Output = ()>> {
-    #[cfg(unix)]
-    let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    #[cfg(windows)]
-    let mut signal = tokio::signal::windows::ctrl_c()?;
-    Ok(async move {
-        signal.recv().await;
-    })
-}
-
 /// Starts `server`, prints `listening on ADDR` (flushed: whoever started the
-/// program may be waiting for that line), serves until Ctrl-C, then shuts
-/// down gracefully. Errors (a busy address, no signal handler) are printed
-/// to stderr prefixed with `program`, and give a failing exit code at once.
+/// program may be waiting for that line), serves until Ctrl-C (SIGINT) or
+/// SIGTERM, then shuts down gracefully: calls in flight finish, a Unix
+/// socket file is removed, and the exit code is 0. Errors (a busy address,
+/// no signal handler) are printed to stderr prefixed with `program`, and
+/// give a failing exit code at once.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
-pub async fn serve_until_ctrl_c(program: &str, server: ipc_core::ServerBuilder) -> ExitCode {
+pub async fn serve_until_signal(program: &str, server: ipc_core::ServerBuilder) -> ExitCode {
     let fail = |why: String| {
         eprintln!("{program}: {why}");
         ExitCode::FAILURE
     };
-    // Catch Ctrl-C before saying we are up, so it always means "shut down".
-    let ctrl_c = match ctrl_c() {
-        Ok(ctrl_c) => ctrl_c,
-        Err(e) => return fail(format!("cannot catch Ctrl-C: {e}")),
+    // Catch the signals before saying we are up, so they always mean "shut down".
+    let signal = match ipc_core::shutdown_signal() {
+        Ok(signal) => signal,
+        Err(e) => return fail(format!("cannot catch Ctrl-C and SIGTERM: {e}")),
     };
     let server = match server.start().await {
         Ok(server) => server,
@@ -174,8 +162,9 @@ pub async fn serve_until_ctrl_c(program: &str, server: ipc_core::ServerBuilder) 
     println!("listening on {}", server.local_addr());
     let _ = io::Write::flush(&mut io::stdout());
 
-    ctrl_c.await;
-    println!("Ctrl-C: shutting down");
+    signal.await;
+    println!("shutting down");
+    let _ = io::Write::flush(&mut io::stdout());
     // Refuses new connections and lets calls in flight finish.
     server.stop().await;
     println!("stopped");

@@ -105,11 +105,22 @@ impl Running {
     /// Sends SIGINT, as Ctrl-C in a terminal does.
     #[cfg(unix)]
     fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    /// Sends SIGTERM, as systemd, Docker and Kubernetes do to stop a service.
+    #[cfg(unix)]
+    fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    #[cfg(unix)]
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -INT failed");
+        assert!(status.success(), "kill -{name} failed");
     }
 }
 
@@ -279,6 +290,50 @@ fn hello_over_a_unix_socket_then_sigint_removes_the_socket_file() {
         "{status:?}; stderr: {}",
         server.finish_stderr()
     );
+    assert!(!path.exists(), "the socket file outlived the server");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_during_a_slow_call_lets_it_finish_then_exits_0_and_removes_the_socket_file() {
+    use ipc_examples::GreeterProxy;
+
+    let path = fresh_socket_path();
+    let addr = format!("unix:{}", path.display());
+    let mut server = hello_server(&["--addr", &addr]);
+    assert_eq!(server.next_line(), format!("listening on {addr}"));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let slow = runtime.block_on(async {
+        tokio::time::timeout(DEADLINE, async {
+            let client = ipc_core::Client::connect(addr.as_str()).await.unwrap();
+            let greeter: GreeterProxy = client.get_exposed_object().await.unwrap();
+            let slow = tokio::spawn({
+                let greeter = greeter.clone();
+                async move { greeter.greet_after("Slow".into(), 1_500).await }
+            });
+            // Requests on one connection are read in order: once this one
+            // is answered, the server has the slow call in hand.
+            tokio::task::yield_now().await;
+            assert_eq!(greeter.greet("Fast".into()).await.unwrap(), "Hello, Fast!");
+            server.terminate();
+            // The slow call finishes although the server was told to stop.
+            slow.await.unwrap()
+        })
+        .await
+        .expect("the slow call hung")
+    });
+    assert_eq!(slow.unwrap(), "Hello, Slow!");
+    let status = server.wait(Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "{status:?}; stderr: {}",
+        server.finish_stderr()
+    );
+    assert!(server.rest_of_stdout().contains("stopped"));
     assert!(!path.exists(), "the socket file outlived the server");
 }
 

@@ -78,6 +78,8 @@ pub trait Gate {
     async fn sleep_observed(&self, ms: u64) -> u64;
     /// Returns its argument, carried as `ipc_core::Bytes`.
     async fn echo_bytes(&self, bytes: ipc_core::Bytes) -> ipc_core::Bytes;
+    /// Sleeps `ms` milliseconds of (tokio) time, then panics.
+    async fn sleep_then_panic(&self, ms: u64) -> u64;
 }
 
 /// A [`Gate`] implementation driven by the test.
@@ -171,6 +173,10 @@ impl Gate for GateImpl {
     }
     async fn echo_bytes(&self, bytes: ipc_core::Bytes) -> ipc_core::Bytes {
         bytes
+    }
+    async fn sleep_then_panic(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        panic!("woke up to panic after {ms} ms")
     }
 }
 
@@ -295,6 +301,19 @@ pub async fn within<F: Future>(secs: u64, f: F) -> F::Output {
     }
 }
 
+/// Waits until `condition` holds, checking every millisecond, and fails the
+/// test if it does not within `secs` seconds. For state that changes on
+/// another task without a signal to await (counters in `stats()`).
+pub async fn eventually(secs: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !condition() {
+        if tokio::time::Instant::now() >= deadline {
+            panic!("after {secs} s, still not true: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Frames written by hand from the README's layout, for tests that play a
 /// raw (possibly misbehaving) client.
 pub mod raw {
@@ -317,6 +336,93 @@ pub mod raw {
         p.extend_from_slice(&1u16.to_le_bytes());
         p.extend_from_slice(&max_frame.to_le_bytes());
         frame(0, 0, &p)
+    }
+
+    /// A response to request `id` with `status` and an encoded `body`.
+    pub fn response(id: u64, status: u8, body: &[u8]) -> Vec<u8> {
+        let mut p = Vec::with_capacity(1 + body.len());
+        p.push(status);
+        p.extend_from_slice(body);
+        frame(2, id, &p)
+    }
+
+    /// A go-away with `reason`, carrying `last_read` if given.
+    pub fn go_away(reason: u64, last_read: Option<u64>) -> Vec<u8> {
+        let payload = last_read.map(u64::to_le_bytes);
+        frame(4, reason, payload.as_ref().map_or(&[][..], |p| &p[..]))
+    }
+
+    /// The read and write halves of a raw byte stream.
+    pub type Halves = (
+        Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+        Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    );
+
+    /// Opens a plain socket to `addr` (TCP or Unix), split in two halves.
+    pub async fn connect(addr: &ipc_core::Address) -> std::io::Result<Halves> {
+        connect_with_receive_buffer(addr, None).await
+    }
+
+    /// As [`connect`]; over TCP, with the socket's receive buffer set to
+    /// `bytes` (a small one makes the server's replies queue on its side).
+    pub async fn connect_with_receive_buffer(
+        addr: &ipc_core::Address,
+        bytes: Option<u32>,
+    ) -> std::io::Result<Halves> {
+        if let Some(path) = addr.as_unix_path() {
+            #[cfg(unix)]
+            {
+                let (r, w) = tokio::net::UnixStream::connect(path).await?.into_split();
+                return Ok((Box::new(r), Box::new(w)));
+            }
+            #[cfg(not(unix))]
+            return Err(std::io::ErrorKind::Unsupported.into());
+        }
+        let target: std::net::SocketAddr = match addr.as_socket_addr() {
+            Some(a) => a,
+            None => tokio::net::lookup_host(addr.to_string())
+                .await?
+                .next()
+                .ok_or(std::io::ErrorKind::AddrNotAvailable)?,
+        };
+        let socket = if target.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(bytes) = bytes {
+            socket.set_recv_buffer_size(bytes)?;
+        }
+        let stream = socket.connect(target).await?;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        Ok((Box::new(r), Box::new(w)))
+    }
+
+    /// Reads one frame: `(kind, id, payload)`, or `None` at end of stream.
+    pub async fn read_frame<R>(r: &mut R) -> std::io::Result<Option<(u8, u64, Vec<u8>)>>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        let mut len = [0u8; 4];
+        match r.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len < 9 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a frame of {len} bytes is shorter than its header"),
+            ));
+        }
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).await?;
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&body[1..9]);
+        Ok(Some((body[0], u64::from_le_bytes(id), body[9..].to_vec())))
     }
 
     /// A request (no deadline) for `method` of object `handle`, with `args`

@@ -167,3 +167,159 @@ async fn without_reconnect_a_lost_connection_stays_lost() {
     })
     .await;
 }
+
+/// A hand-written server on `listener`: the first connection answers the
+/// lookup, then refuses every call as "shutting down, not run" after a
+/// go-away; every later connection is accepted, counted and closed at once
+/// (a failed attempt). Returns the count of accepted connections.
+fn refusing_server(
+    listener: tokio::net::TcpListener,
+    calls: usize,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let Ok((mut first, _)) = listener.accept().await else {
+            return;
+        };
+        count.fetch_add(1, Ordering::SeqCst);
+        // Later connections: each one a failed attempt.
+        let later = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        let _ = raw::read_frame(&mut first).await;
+        first.write_all(&raw::hello(1 << 20)).await.unwrap();
+        let mut held = Vec::new();
+        while let Ok(Some((kind, id, payload))) = raw::read_frame(&mut first).await {
+            if kind != 1 {
+                continue;
+            }
+            if payload[..4] == 0u32.to_le_bytes() {
+                // The lookup: object handle 1.
+                first
+                    .write_all(&raw::response(id, 0, &1u32.to_le_bytes()))
+                    .await
+                    .unwrap();
+                continue;
+            }
+            held.push(id);
+            if held.len() == calls {
+                break;
+            }
+        }
+        first.write_all(&raw::go_away(0, None)).await.unwrap();
+        for id in held {
+            first.write_all(&raw::response(id, 21, &[])).await.unwrap();
+        }
+        let _ = first.shutdown().await;
+        let _ = later.await;
+    });
+    accepted
+}
+
+#[tokio::test]
+async fn calls_the_server_did_not_run_reconnect_with_the_whole_policy_before_failing() {
+    use std::sync::atomic::Ordering;
+    within(30, async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let calls = 8;
+        let accepted = refusing_server(listener, calls);
+        let policy = Reconnect {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(4),
+        };
+        let proxy = proxy_to(&addr, policy).await;
+        let tasks: Vec<_> = (0..calls)
+            .map(|_| {
+                let proxy = proxy.clone();
+                let accepted = accepted.clone();
+                tokio::spawn(async move {
+                    let result = proxy.instance().await;
+                    (result, accepted.load(Ordering::SeqCst))
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (result, accepted_then) = task.await.unwrap();
+            let error = result.unwrap_err();
+            assert!(error.is_connection_error(), "{error:?}");
+            // The first connection, then a whole round of 8 failed attempts.
+            assert!(
+                accepted_then > 8,
+                "the call failed with {error:?} after {} reconnect attempts, not 8",
+                accepted_then - 1
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_restart_churn_no_call_fails_to_connect_while_its_policy_has_attempts_left() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    within(120, async {
+        let (first, _s) = serve("127.0.0.1:0", 1).await;
+        let addr = first.local_addr().to_string();
+        // About 900 ms of attempts; the server is back within 20-60 ms.
+        let policy = Reconnect {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+        };
+        let proxy = proxy_to(&addr, policy).await;
+        let done = Arc::new(AtomicBool::new(false));
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let proxy = proxy.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let (mut ok, mut failures) = (0u32, Vec::new());
+                    while !done.load(Ordering::Relaxed) {
+                        match proxy.instance().await {
+                            Ok(_) => ok += 1,
+                            Err(e) => failures.push(e),
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        let mut server = first;
+        for round in 0..30u64 {
+            // Up for 100 ms, then down for 20-60 ms.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if round % 2 == 0 {
+                server.stop().await;
+            } else {
+                server.abort().await;
+            }
+            tokio::time::sleep(Duration::from_millis(20 + (round * 7) % 41)).await;
+            server = serve(&addr, 1).await.0;
+        }
+        done.store(true, Ordering::Relaxed);
+        let mut total_ok = 0;
+        for caller in callers {
+            let (ok, failures) = caller.await.unwrap();
+            total_ok += ok;
+            for e in failures {
+                // Calls in flight when the server is aborted may be lost;
+                // none may give up connecting with attempts left.
+                assert!(
+                    matches!(e, Error::ConnectionLost { .. }),
+                    "a call failed with {e:?}"
+                );
+            }
+        }
+        assert!(total_ok > 0);
+        server.stop().await;
+    })
+    .await;
+}

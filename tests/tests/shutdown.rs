@@ -111,6 +111,48 @@ each_transport! {
         })
         .await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clients_flooding_requests_during_stop_still_read_both_go_aways(transport) {
+        within(120, async {
+            for run in 0..50 {
+                let server = transport
+                    .start(|b| {
+                        // A small write buffer keeps each client's backlog of
+                        // unread answers (before the go-away) short.
+                        b.grace_period(Duration::from_secs(10))
+                            .write_buffer(16 * 1024)
+                            .expose(CalculatorServer::new(Calc))
+                    })
+                    .await;
+                let (flooding, mut in_flow) = tokio::sync::mpsc::unbounded_channel();
+                let clients: Vec<_> = (0..50)
+                    .map(|_| {
+                        tokio::spawn(flood_until_last_go_away(
+                            server.local_addr().clone(),
+                            flooding.clone(),
+                        ))
+                    })
+                    .collect();
+                for _ in 0..50 {
+                    in_flow.recv().await.unwrap();
+                }
+                server.stop().await;
+                for (i, client) in clients.into_iter().enumerate() {
+                    let (go_aways, ended) = client.await.unwrap();
+                    assert_eq!(
+                        go_aways.len(),
+                        2,
+                        "run {run}, client {i}: go-aways {go_aways:?}, reading ended with {ended:?}"
+                    );
+                    assert!(go_aways[0].is_empty(), "the first go-away carries no id");
+                    assert_eq!(go_aways[1].len(), 8, "the last carries the last id read");
+                    assert!(ended.is_ok(), "run {run}, client {i}: {ended:?}");
+                }
+            }
+        })
+        .await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -181,4 +223,75 @@ async fn pending_calls_fail_within_a_second_when_the_server_process_dies() {
     let (elapsed, err) = result;
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     assert!(err.is_connection_error(), "{err:?}");
+}
+
+/// A raw client that, once its first call is answered, sends `add`
+/// requests as fast as it can until it has read the server's last go-away,
+/// then closes its side. Says on `flooding` when it is in full flow. Returns
+/// the go-aways it read (their payloads) and how its reading ended.
+async fn flood_until_last_go_away(
+    addr: ipc_core::Address,
+    flooding: tokio::sync::mpsc::UnboundedSender<()>,
+) -> (Vec<Vec<u8>>, std::io::Result<()>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let mut args = 2i64.to_le_bytes().to_vec();
+    args.extend_from_slice(&3i64.to_le_bytes());
+    // A small receive window: the server's last frames are still queued on
+    // its side when it closes, as with a client on a slow link.
+    let (read, mut write) = raw::connect_with_receive_buffer(&addr, Some(4096))
+        .await
+        .unwrap();
+    let mut read = tokio::io::BufReader::with_capacity(16 * 1024, read);
+    write.write_all(&raw::hello(1 << 20)).await.unwrap();
+    write
+        .write_all(&raw::request(1, 1, 0, &args))
+        .await
+        .unwrap();
+    // The server's hello, then the first answer: the connection is served.
+    for _ in 0..2 {
+        raw::read_frame(&mut read).await.unwrap().unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut batch = Vec::new();
+            let mut id = 2u64;
+            let mut batches = 0;
+            while !stop.load(Ordering::Relaxed) {
+                batch.clear();
+                for _ in 0..32 {
+                    batch.extend(raw::request(id, 1, 0, &args));
+                    id += 1;
+                }
+                if write.write_all(&batch).await.is_err() {
+                    return;
+                }
+                batches += 1;
+                if batches == 8 {
+                    let _ = flooding.send(());
+                }
+            }
+            let _ = write.shutdown().await;
+        }
+    });
+    let mut go_aways = Vec::new();
+    let ended = loop {
+        match raw::read_frame(&mut read).await {
+            Ok(Some((4, _, payload))) => {
+                let last = !payload.is_empty();
+                go_aways.push(payload);
+                if last {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = flood.await;
+    (go_aways, ended)
 }

@@ -1,11 +1,12 @@
 //! Asks a running `hello-server` to greet someone and prints the answer.
 //!
 //! ```text
-//! hello-client [--addr HOST:PORT|unix:PATH] NAME      (default localhost:9099)
-//! hello-client [--addr HOST:PORT|unix:PATH] --list    (the server's objects)
+//! hello-client [--addr HOST:PORT|unix:PATH] [--delay MS] NAME   (default localhost:9099)
+//! hello-client [--addr HOST:PORT|unix:PATH] --list              (the server's objects)
 //! ```
 //!
-//! Prints `Hello, NAME!` and exits 0; prints the error to stderr and exits 1
+//! Prints `Hello, NAME!` and exits 0 (with `--delay MS`, the server waits
+//! that many milliseconds before answering: a slow call); prints the error to stderr and exits 1
 //! if the call fails (no server, wrong object...); exits 2 on bad usage.
 //! With `--list`, prints one line per exposed object (name, trait,
 //! fingerprint) followed by its methods, then exits 0.
@@ -16,22 +17,24 @@ use std::process::ExitCode;
 use ipc_core::{Address, Client, Error};
 use ipc_examples::{Args, ArgsError, GreeterProxy};
 
-const USAGE: &str =
-    "usage: hello-client [--addr HOST:PORT|unix:PATH] (NAME | --list)   (default localhost:9099)";
+const USAGE: &str = "usage: hello-client [--addr HOST:PORT|unix:PATH] ([--delay MS] NAME | --list)   \
+     (default localhost:9099)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     ipc_examples::init_tracing();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    // `--list` counts as the flag only before a `--` (after it, it is a NAME).
-    let options_end = args.iter().position(|a| a == "--").unwrap_or(args.len());
-    let list = match args[..options_end].iter().position(|a| a == "--list") {
-        Some(i) => {
-            args.remove(i);
-            true
+    let list = take_flag(&mut args, "--list");
+    let delay = match take_value(&mut args, "--delay").map(|v| v.map(|v| v.parse::<u64>())) {
+        Ok(None) => None,
+        Ok(Some(Ok(ms))) => Some(ms),
+        Ok(Some(Err(_))) | Err(()) => {
+            return usage_error("`--delay` needs a number of milliseconds");
         }
-        None => false,
     };
+    if list && delay.is_some() {
+        return usage_error("--delay goes with a NAME, not --list");
+    }
     if list {
         return match Args::parse(args) {
             Ok(Args { addr, rest }) if rest.is_empty() => match print_objects(addr).await {
@@ -60,7 +63,7 @@ async fn main() -> ExitCode {
         }
     };
 
-    match greet(addr, name).await {
+    match greet(addr, name, delay).await {
         Ok(greeting) => {
             println!("{greeting}");
             ExitCode::SUCCESS
@@ -73,10 +76,13 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn greet(addr: Address, name: String) -> Result<String, Error> {
+async fn greet(addr: Address, name: String, delay: Option<u64>) -> Result<String, Error> {
     let client = Client::connect(addr).await?;
     let greeter: GreeterProxy = client.get_exposed_object().await?;
-    greeter.greet(name).await
+    match delay {
+        Some(ms) => greeter.greet_after(name, ms).await,
+        None => greeter.greet(name).await,
+    }
 }
 
 /// Prints the server's object directory.
@@ -93,6 +99,36 @@ async fn print_objects(addr: Address) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Where the options end: at `--`, after which everything is a NAME.
+fn options_end(args: &[String]) -> usize {
+    args.iter().position(|a| a == "--").unwrap_or(args.len())
+}
+
+/// Removes `flag` from the options; whether it was there.
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    match args[..options_end(args)].iter().position(|a| a == flag) {
+        Some(i) => {
+            args.remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Removes `option VALUE` from the options; the value, if the option was
+/// there; `Err` if it was there without a value.
+fn take_value(args: &mut Vec<String>, option: &str) -> Result<Option<String>, ()> {
+    let end = options_end(args);
+    match args[..end].iter().position(|a| a == option) {
+        Some(i) if i + 1 < end => {
+            args.remove(i);
+            Ok(Some(args.remove(i)))
+        }
+        Some(_) => Err(()),
+        None => Ok(None),
+    }
 }
 
 fn usage_error(why: &str) -> ExitCode {

@@ -1,12 +1,13 @@
-//! Serves the [`Greeter`](ipc_examples::Greeter) until Ctrl-C, then shuts
+//! Serves the [`Greeter`](ipc_examples::Greeter) until Ctrl-C or SIGTERM, then shuts
 //! down gracefully.
 //!
 //! ```text
 //! hello-server [--addr HOST:PORT|unix:PATH]      (default localhost:9099)
 //! ```
 //!
-//! Prints `listening on ADDR` once the address is bound. Exits 0 after a Ctrl-C
-//! (SIGINT), non-zero at once if the address cannot be bound, 2 on bad usage.
+//! Prints `listening on ADDR` once the address is bound. Exits 0 after Ctrl-C
+//! (SIGINT) or SIGTERM (calls in flight finish first), non-zero at once if
+//! the address cannot be bound, 2 on bad usage.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
@@ -32,7 +33,7 @@ async fn main() -> ExitCode {
     let server = Server::builder()
         .addr(args.addr)
         .expose(GreeterServer::new(Hello));
-    ipc_examples::serve_until_ctrl_c("hello-server", server).await
+    ipc_examples::serve_until_signal("hello-server", server).await
 }
 
 fn usage_error(why: &str) -> ExitCode {

@@ -1,4 +1,4 @@
-//! Serves only a [name server](ipc_core::nameserver) until Ctrl-C, then shuts
+//! Serves only a [name server](ipc_core::nameserver) until Ctrl-C or SIGTERM, then shuts
 //! down gracefully.
 //!
 //! ```text
@@ -9,8 +9,9 @@
 //! own servers default to 9099). Idle connections are never closed: a
 //! process's registrations last exactly as long as its connection.
 //!
-//! Prints `listening on ADDR` once the address is bound. Exits 0 after a Ctrl-C
-//! (SIGINT), non-zero at once if the address cannot be bound, 2 on bad usage.
+//! Prints `listening on ADDR` once the address is bound. Exits 0 after Ctrl-C
+//! (SIGINT) or SIGTERM (calls in flight finish first), non-zero at once if
+//! the address cannot be bound, 2 on bad usage.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
@@ -49,7 +50,7 @@ async fn main() -> ExitCode {
         // Registrations end with their connection: never close quiet ones.
         .idle_timeout(None)
         .name_server();
-    ipc_examples::serve_until_ctrl_c("nameserver", server).await
+    ipc_examples::serve_until_signal("nameserver", server).await
 }
 
 fn usage_error(why: &str) -> ExitCode {
