@@ -34,6 +34,14 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 /// Default time a connection with no calls and no traffic stays open: 5 min.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default most server-push streams open on one connection (per producing side): 1024.
+pub const DEFAULT_MAX_STREAMS: usize = 1024;
+/// Default most objects one side exports on one connection (callbacks and
+/// returned objects it serves): 4096.
+pub const DEFAULT_MAX_OBJECTS: usize = 4096;
+/// Default room a stream's consumer grants its producer: 256 KiB of item
+/// frames not yet consumed.
+pub const DEFAULT_STREAM_WINDOW: u32 = 256 * 1024;
 /// Default reconnect policy: 5 attempts, backoff 50 ms doubling to 1 s.
 pub const DEFAULT_RECONNECT: Reconnect = Reconnect {
     max_attempts: 5,
@@ -91,6 +99,25 @@ pub(crate) struct ConnectionConfig {
     pub(crate) write_buffer: usize,
     /// Time allowed for the handshake.
     pub(crate) handshake_timeout: Duration,
+    /// Most incoming calls running as tasks at once. Worst case: this many
+    /// handler futures with their arguments and pending replies.
+    pub(crate) max_in_flight: usize,
+    /// Most streams this side produces at once. Worst case: this many
+    /// producers, each with at most `stream_window` bytes of items sent and
+    /// not yet consumed.
+    pub(crate) max_streams: usize,
+    /// Most objects this side exports (serves to the peer) at once.
+    pub(crate) max_objects: usize,
+    /// Bytes of item frames this side lets a producer send ahead of what it
+    /// has consumed, per stream. Worst case held per stream it receives:
+    /// this plus one frame.
+    pub(crate) stream_window: u32,
+    /// How long a connection may go without the peer reading before the
+    /// reader stops waiting for room to reply (`None`: no limit).
+    pub(crate) stall_timeout: Option<Duration>,
+    /// The deadline of calls made on this connection through proxies that
+    /// are not a client's (objects the peer passed over it).
+    pub(crate) call_timeout: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -99,6 +126,12 @@ impl Default for ConnectionConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             write_buffer: DEFAULT_WRITE_BUFFER,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_objects: DEFAULT_MAX_OBJECTS,
+            stream_window: DEFAULT_STREAM_WINDOW,
+            stall_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 }

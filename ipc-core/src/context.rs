@@ -19,15 +19,11 @@ pub struct CallContext {
     pub(crate) request_id: u64,
 }
 
-tokio::task_local! {
-    static CURRENT: CallContext;
-}
-
 impl CallContext {
     /// The context of the call being served by the current task, if any.
     /// Available in the handler's own future (not in tasks it spawns).
     pub fn current() -> Option<Self> {
-        CURRENT.try_with(Clone::clone).ok()
+        crate::scope::context()
     }
 
     /// The caller's address as the server saw it: `IP:PORT` for TCP, the
@@ -49,13 +45,5 @@ impl CallContext {
     /// The request id of this call (unique among the connection's calls in flight).
     pub fn request_id(&self) -> u64 {
         self.request_id
-    }
-
-    /// Runs `future` with this context as the current one.
-    pub(crate) fn scope<F: std::future::Future>(
-        self,
-        future: F,
-    ) -> impl std::future::Future<Output = F::Output> {
-        CURRENT.scope(self, future)
     }
 }

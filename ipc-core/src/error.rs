@@ -4,6 +4,8 @@
 use std::fmt;
 use std::io;
 
+use crate::wire::{self, Status};
+
 /// Everything that can go wrong in `ipc` itself, as opposed to the
 /// application error `E` a method may return (see [`CallError`]).
 ///
@@ -78,10 +80,17 @@ pub enum Error {
     },
     /// The proxy's trait is not the trait the server exposes under this name
     /// (different trait, or a different version of it).
-    #[error("trait mismatch for object `{object}`: {detail}")]
+    #[error(
+        "trait mismatch for object `{object}`: {detail} (server fingerprint \
+         {server_fingerprint:016x}, proxy {proxy_fingerprint:016x})"
+    )]
     TraitMismatch {
         /// The object name looked up.
         object: String,
+        /// The fingerprint of the trait the server exposes.
+        server_fingerprint: u64,
+        /// The fingerprint of the proxy's trait.
+        proxy_fingerprint: u64,
         /// Which trait or method differs.
         detail: String,
     },
@@ -143,6 +152,49 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error a response (or a stream's end) with an error `status`
+    /// stands for; `object` names the object called, for messages.
+    pub(crate) fn from_status(status: Status, body: &[u8], object: &str) -> Self {
+        let detail = || wire::decode::<String>(body).unwrap_or_default();
+        match status {
+            Status::UnknownObject => Self::UnknownObject {
+                name: object.to_owned(),
+            },
+            Status::UnknownMethod => Self::UnknownMethod { detail: detail() },
+            Status::TraitMismatch => {
+                let (server_fingerprint, proxy_fingerprint, detail) =
+                    wire::decode::<(u64, u64, String)>(body).unwrap_or_default();
+                Self::TraitMismatch {
+                    object: object.to_owned(),
+                    server_fingerprint,
+                    proxy_fingerprint,
+                    detail,
+                }
+            }
+            Status::BadRequest => Self::BadRequest { detail: detail() },
+            Status::Panic => Self::RemotePanic { message: detail() },
+            Status::ShuttingDown => Self::ShuttingDown,
+            Status::Overloaded => Self::Overloaded { detail: detail() },
+            Status::FrameTooLarge => {
+                let (size, limit) = wire::decode::<(u64, u64)>(body).unwrap_or_default();
+                Self::FrameTooLarge {
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                }
+            }
+            Status::EncodeFailed => Self::Encode { detail: detail() },
+            Status::Cancelled => Self::ConnectionLost {
+                reason: "the peer cancelled the call".into(),
+            },
+            Status::DeadlineExceeded => Self::Timeout {
+                after: std::time::Duration::ZERO,
+            },
+            other => Self::Protocol {
+                detail: format!("unexpected status {other:?}"),
+            },
+        }
+    }
+
     /// True for errors that mean the connection is gone or going: `Connect`,
     /// `ConnectionLost`, `ShuttingDown`.
     pub fn is_connection_error(&self) -> bool {

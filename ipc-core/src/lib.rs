@@ -82,19 +82,26 @@ pub mod nameserver;
 pub mod object;
 mod outbox;
 mod payload;
+mod remote;
+mod scope;
 pub mod server;
+pub mod service;
 mod signal;
+mod stream;
 pub mod transport;
 pub mod wire;
 
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, Proxy};
 pub use config::{DEFAULT_ADDR, DEFAULT_HOST, DEFAULT_PORT};
 pub use context::CallContext;
 pub use error::{CallError, Error};
-pub use object::{MethodInfo, ObjectDescriptor, ObjectInfo, Proxy, Service};
+pub use object::{MethodInfo, ObjectDescriptor, ObjectInfo};
 pub use payload::Bytes;
+pub use remote::{Remote, Serves};
 pub use server::{Server, ServerBuilder, ServerHandle};
+pub use service::Service;
 pub use signal::shutdown_signal;
+pub use stream::Streaming;
 /// The token that drives graceful shutdown ([`ServerBuilder::shutdown_token`]),
 /// re-exported so you need not depend on `tokio-util` yourself.
 pub use tokio_util::sync::CancellationToken;
@@ -116,10 +123,10 @@ mod readme {}
 /// What generated code needs. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::client::ObjectRef;
-    pub use crate::object::{
-        DispatchError, HandlerFuture, Instance, MethodDescriptor, ObjectDescriptor, Proxy, Reply,
-        Service, decode_args,
-    };
+    pub use crate::client::{ObjectRef, Proxy};
+    pub use crate::object::{MethodDescriptor, ObjectDescriptor};
+    pub use crate::remote::Serves;
+    pub use crate::service::{DispatchError, HandlerFuture, Instance, Reply, Service, decode_args};
+    pub use crate::stream::{Streaming, stream_reply, stream_result_reply};
     pub use bytes::Bytes as FrameBytes;
 }

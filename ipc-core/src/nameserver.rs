@@ -91,8 +91,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+use crate::client::Proxy;
 use crate::error::{CallError, Error};
-use crate::object::{Proxy, Service};
+use crate::service::Service;
 use crate::transport::Address;
 use crate::{CallContext, Client, expose};
 

@@ -1,16 +1,9 @@
-//! Exposed objects: what a trait looks like on the wire ([`ObjectDescriptor`]),
-//! the server side of an object ([`Service`]) and the client side ([`Proxy`]).
+//! What an exposed trait looks like on the wire ([`ObjectDescriptor`]), how
+//! a lookup checks it, and the directory's types ([`ObjectInfo`]).
 //!
-//! `#[expose]` implements these; you normally never do.
-
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
+//! `#[expose]` writes the descriptors; you normally only read the directory.
 
 use serde::{Deserialize, Serialize};
-
-use crate::client::ObjectRef;
-use crate::wire::{self, FrameBuf, Status};
 
 /// The shape of an exposed trait, compared at lookup so that a proxy built
 /// from a different trait (or a different version of it) is refused up front.
@@ -36,6 +29,12 @@ pub struct MethodDescriptor {
     pub idempotent: bool,
     /// Marked `#[oneway]`: the caller does not wait for the method to run.
     pub oneway: bool,
+    /// Returns a server-push stream (`Streaming<T>`).
+    pub streaming: bool,
+    /// Takes remote objects (`Remote<P>`) among its arguments: callbacks.
+    pub object_args: bool,
+    /// Returns remote objects (`Remote<P>`).
+    pub object_return: bool,
 }
 
 /// One exposed object, as the server's directory lists it
@@ -65,6 +64,12 @@ pub struct MethodInfo {
     pub oneway: bool,
     /// Whether it is `#[idempotent]`.
     pub idempotent: bool,
+    /// Whether it returns a server-push stream.
+    pub streaming: bool,
+    /// Whether it takes remote objects (callbacks) among its arguments.
+    pub object_args: bool,
+    /// Whether it returns remote objects.
+    pub object_return: bool,
 }
 
 impl ObjectInfo {
@@ -81,52 +86,28 @@ impl ObjectInfo {
                     signature: m.signature.to_owned(),
                     oneway: m.oneway,
                     idempotent: m.idempotent,
+                    streaming: m.streaming,
+                    object_args: m.object_args,
+                    object_return: m.object_return,
                 })
                 .collect(),
         }
     }
 }
 
-/// Where a served object's implementation comes from (used by generated code).
-pub enum Instance<T> {
-    /// One implementation shared by every connection.
-    Shared(std::sync::Arc<T>),
-    /// A fresh implementation per connection, made by this factory when the
-    /// connection first calls the object and dropped when it closes.
-    PerConnection(std::sync::Arc<dyn Fn() -> T + Send + Sync>),
-}
-
-impl<T> Instance<T> {
-    /// The implementation to call, unless this is a per-connection factory.
-    pub fn shared(&self) -> Option<&std::sync::Arc<T>> {
-        match self {
-            Self::Shared(t) => Some(t),
-            Self::PerConnection(_) => None,
-        }
-    }
-
-    /// A new implementation, if this is a per-connection factory.
-    pub fn fresh(&self) -> Option<std::sync::Arc<T>> {
-        match self {
-            Self::Shared(_) => None,
-            Self::PerConnection(make) => Some(std::sync::Arc::new(make())),
-        }
-    }
-}
-
-impl<T> Clone for Instance<T> {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Shared(t) => Self::Shared(t.clone()),
-            Self::PerConnection(f) => Self::PerConnection(f.clone()),
-        }
-    }
-}
-
 impl ObjectDescriptor {
-    /// Explains how `other` (the caller's view) differs from `self`, or `None`
-    /// when they match.
-    pub(crate) fn mismatch(&self, other: &ResolveRequest) -> Option<String> {
+    /// How `other` (the caller's view) differs from `self`, or `None` when
+    /// they match.
+    pub(crate) fn mismatch(&self, other: &ResolveRequest) -> Option<Mismatch> {
+        let detail = self.mismatch_detail(other)?;
+        Some(Mismatch {
+            server_fingerprint: self.fingerprint,
+            caller_fingerprint: other.fingerprint,
+            detail,
+        })
+    }
+
+    fn mismatch_detail(&self, other: &ResolveRequest) -> Option<String> {
         if self.trait_name != other.trait_name {
             return Some(format!(
                 "the server exposes trait `{}`, the proxy is for trait `{}`",
@@ -172,6 +153,14 @@ impl ObjectDescriptor {
     }
 }
 
+/// The body of a trait-mismatch reply (status 18).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Mismatch {
+    pub(crate) server_fingerprint: u64,
+    pub(crate) caller_fingerprint: u64,
+    pub(crate) detail: String,
+}
+
 /// The body of a lookup: "give me a handle for `name`, which I believe implements this trait".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ResolveRequest {
@@ -190,103 +179,4 @@ impl ResolveRequest {
             signatures: d.methods.iter().map(|m| m.signature.to_owned()).collect(),
         }
     }
-}
-
-/// The future a handler runs; it resolves to the encoded reply.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
-
-/// A handler's encoded outcome, ready to be addressed and sent.
-pub struct Reply(pub(crate) FrameBuf);
-
-impl fmt::Debug for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reply")
-            .field("len", &self.0.body_len())
-            .finish()
-    }
-}
-
-impl Reply {
-    /// The reply of a method that returned a plain value.
-    pub fn value<T: Serialize + ?Sized>(value: &T) -> Self {
-        Self::encoded(Status::Ok, value)
-    }
-
-    /// The reply of a method that returned `Result<T, E>`.
-    pub fn result<T: Serialize, E: Serialize>(result: &Result<T, E>) -> Self {
-        match result {
-            Ok(v) => Self::encoded(Status::Ok, v),
-            Err(e) => Self::encoded(Status::AppError, e),
-        }
-    }
-
-    pub(crate) fn encoded<T: Serialize + ?Sized>(status: Status, body: &T) -> Self {
-        match FrameBuf::response(status, body) {
-            Ok(f) => Self(f),
-            Err(e) => Self::error(Status::EncodeFailed, &e.to_string()),
-        }
-    }
-
-    /// For oneway calls, whose outcome nobody receives: logs an error outcome.
-    pub(crate) fn log_if_error(&self) {
-        let status = self.0.status();
-        if status != Status::Ok {
-            tracing::warn!(?status, "oneway call failed");
-        }
-    }
-
-    pub(crate) fn error(status: Status, detail: &str) -> Self {
-        match FrameBuf::response(status, detail) {
-            Ok(f) => Self(f),
-            // Encoding a `str` cannot fail.
-            Err(_) => Self(FrameBuf::response_empty(status)),
-        }
-    }
-}
-
-/// Why a request could not be started.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum DispatchError {
-    /// No method with this index.
-    UnknownMethod(u16),
-    /// The argument bytes do not decode to the method's parameter types.
-    BadArguments(String),
-    /// A per-connection factory was called directly (a server bug).
-    NoInstance,
-}
-
-/// Decodes a method's argument tuple (used by generated code).
-pub fn decode_args<A: serde::de::DeserializeOwned>(
-    bytes: &bytes::Bytes,
-) -> Result<A, DispatchError> {
-    wire::decode_shared(bytes).map_err(|e| DispatchError::BadArguments(e.to_string()))
-}
-
-/// The server side of an exposed object. Implemented by the `{Trait}Server`
-/// type that `#[expose]` generates; hand one to [`crate::ServerBuilder::expose`].
-pub trait Service: Send + Sync + 'static {
-    /// The trait this object implements.
-    fn descriptor(&self) -> &'static ObjectDescriptor;
-
-    /// Decodes the arguments of method `method` and returns the future that runs it.
-    fn call(&self, method: u16, args: &bytes::Bytes) -> Result<HandlerFuture, DispatchError>;
-
-    /// For objects served one instance per connection: a service bound to a
-    /// fresh instance, used for the rest of a connection's life. `None` (the
-    /// default) means one instance serves every connection.
-    fn for_connection(&self) -> Option<std::sync::Arc<dyn Service>> {
-        None
-    }
-}
-
-/// The client side of an exposed trait: the `{Trait}Proxy` type that
-/// `#[expose]` generates. Obtain one with [`crate::Client::get_exposed_object`].
-pub trait Proxy: Clone + Send + Sync + Sized + 'static {
-    /// The trait this proxy speaks.
-    const DESCRIPTOR: &'static ObjectDescriptor;
-
-    /// Wraps a resolved object reference.
-    #[doc(hidden)]
-    fn from_object(object: ObjectRef) -> Self;
 }

@@ -22,7 +22,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::wire::Frame;
+use crate::wire::{Frame, FrameBuf};
 
 /// Frames shorter than this are copied into the shared coalescing buffer.
 const COALESCE_MAX: usize = 16 * 1024;
@@ -36,7 +36,7 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Closed;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     /// Frames in order; `small` logically follows the last chunk.
     chunks: VecDeque<Bytes>,
@@ -44,6 +44,27 @@ struct State {
     queued: usize,
     /// No more pushes; the writer drains what is queued, then shuts the stream down.
     closed: bool,
+    /// The id the next request frame gets ([`Outbox::push_numbered`]).
+    next_id: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            chunks: VecDeque::new(),
+            small: BytesMut::new(),
+            queued: 0,
+            closed: false,
+            next_id: 1,
+        }
+    }
+}
+
+/// The outcome of one try to append.
+enum Attempt<R> {
+    Done(Result<Option<R>, Closed>),
+    /// No room: the frame is given back.
+    Full(FrameBuf),
 }
 
 /// The outbound queue. Shared by everything that sends on the connection.
@@ -88,68 +109,105 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends a complete frame, waiting while the queue is over its high-water mark.
-    pub(crate) async fn push(&self, frame: impl Into<Frame>) -> Result<(), Closed> {
-        // Fast path: there is room (the usual case), no waiter to set up.
-        let mut frame = match self.try_append(frame.into())? {
-            None => return Ok(()),
-            Some(full) => full,
-        };
-        loop {
-            // Registered before the check, so a wake-up in between is not lost.
-            let mut notified = pin!(self.space.notified());
-            notified.as_mut().enable();
-            frame = match self.try_append(frame)? {
-                None => return Ok(()),
-                Some(full) => full,
-            };
-            notified.await;
-        }
+    /// Appends a frame, waiting while the queue is over its high-water mark.
+    pub(crate) async fn push(&self, frame: FrameBuf) -> Result<(), Closed> {
+        self.push_with(frame, |_, _| Some(())).await.map(|_| ())
     }
 
-    /// Appends `frame` if the queue is below its high-water mark; gives it
-    /// back if not.
-    fn try_append(&self, frame: Frame) -> Result<Option<Frame>, Closed> {
-        let mut st = self.lock();
-        if st.closed {
-            return Err(Closed);
-        }
-        if st.queued >= self.high_water {
-            return Ok(Some(frame));
-        }
-        self.append(&mut st, frame);
-        Ok(None)
+    /// Appends a request frame, giving it the next request id of this
+    /// connection (so ids on the wire strictly increase, whichever task
+    /// queues first) and calling `on_id` with it before the frame can be
+    /// written. Waits while the queue is over its high-water mark.
+    pub(crate) async fn push_numbered(
+        &self,
+        frame: FrameBuf,
+        on_id: impl FnOnce(u64),
+    ) -> Result<u64, Closed> {
+        let mut on_id = Some(on_id);
+        let numbered = self
+            .push_with(frame, |st, frame| {
+                let id = st.next_id;
+                st.next_id += 1;
+                frame.set_id(id);
+                if let Some(on_id) = on_id.take() {
+                    on_id(id);
+                }
+                Some(id)
+            })
+            .await?;
+        numbered.ok_or(Closed)
     }
 
-    /// Appends a copy of a small frame (as [`Outbox::push`]); the caller
-    /// keeps its buffer.
-    pub(crate) async fn push_copy(&self, frame: &[u8]) -> Result<(), Closed> {
-        {
-            let mut st = self.lock();
-            if st.closed {
-                return Err(Closed);
-            }
-            if st.queued < self.high_water && frame.len() <= COALESCE_MAX {
-                self.count_in(&mut st, frame.len());
-                st.small.extend_from_slice(frame);
-                return Ok(());
-            }
-        }
-        // Full or closed: the slow path, kept out of line (callers' futures
-        // stay small).
-        Box::pin(self.push(Bytes::copy_from_slice(frame))).await
+    /// Appends a frame unless `stop` is set, checked under the queue's lock:
+    /// once `stop` is set, no frame pushed this way can land after anything
+    /// queued since. Says whether it was appended.
+    pub(crate) async fn push_unless(
+        &self,
+        frame: FrameBuf,
+        stop: &AtomicBool,
+    ) -> Result<bool, Closed> {
+        let appended = self
+            .push_with(frame, |_, _| (!stop.load(Ordering::Acquire)).then_some(()))
+            .await?;
+        Ok(appended.is_some())
     }
 
     /// Appends a frame without waiting for space. For small control frames
-    /// (cancel, go-away) that must go out even from synchronous code.
-    pub(crate) fn push_now(&self, frame: impl Into<Frame>) -> Result<(), Closed> {
-        let frame = frame.into();
+    /// (cancel, go-away, credit, release, stream ends) that must go out even
+    /// from synchronous code.
+    pub(crate) fn push_now(&self, frame: FrameBuf) -> Result<(), Closed> {
         let mut st = self.lock();
         if st.closed {
             return Err(Closed);
         }
         self.append(&mut st, frame);
         Ok(())
+    }
+
+    /// The one way frames get in: under the lock, once there is room,
+    /// `admit` may number the frame (and say so) or decline it (`None`);
+    /// then it is appended.
+    async fn push_with<R>(
+        &self,
+        frame: FrameBuf,
+        mut admit: impl FnMut(&mut State, &mut FrameBuf) -> Option<R>,
+    ) -> Result<Option<R>, Closed> {
+        // Fast path: there is room (the usual case), no waiter to set up.
+        let mut frame = match self.try_append(frame, &mut admit) {
+            Attempt::Done(r) => return r,
+            Attempt::Full(frame) => frame,
+        };
+        loop {
+            // Registered before the check, so a wake-up in between is not lost.
+            let mut notified = pin!(self.space.notified());
+            notified.as_mut().enable();
+            frame = match self.try_append(frame, &mut admit) {
+                Attempt::Done(r) => return r,
+                Attempt::Full(frame) => frame,
+            };
+            notified.await;
+        }
+    }
+
+    fn try_append<R>(
+        &self,
+        mut frame: FrameBuf,
+        admit: &mut impl FnMut(&mut State, &mut FrameBuf) -> Option<R>,
+    ) -> Attempt<R> {
+        let mut st = self.lock();
+        if st.closed {
+            return Attempt::Done(Err(Closed));
+        }
+        if st.queued >= self.high_water {
+            return Attempt::Full(frame);
+        }
+        match admit(&mut st, &mut frame) {
+            Some(r) => {
+                self.append(&mut st, frame);
+                Attempt::Done(Ok(Some(r)))
+            }
+            None => Attempt::Done(Ok(None)),
+        }
     }
 
     /// Waits until the queue is below its high-water mark (or closed). Used to
@@ -178,7 +236,17 @@ impl Outbox {
         self.gauge.fetch_add(len, Ordering::Relaxed);
     }
 
-    fn append(&self, st: &mut State, frame: Frame) {
+    /// Small frames are copied into the coalescing buffer (and their buffer
+    /// reused); frames carrying large payloads go in by reference.
+    fn append(&self, st: &mut State, mut frame: FrameBuf) {
+        frame.seal();
+        if let Some(bytes) = frame.contiguous().filter(|b| b.len() <= COALESCE_MAX) {
+            self.count_in(st, bytes.len());
+            st.small.extend_from_slice(bytes);
+            frame.recycle();
+            return;
+        }
+        let frame = frame.into_frame();
         self.count_in(st, frame.len());
         match frame {
             Frame::One(frame) => Self::append_part(st, frame),
@@ -224,6 +292,11 @@ impl Outbox {
         let waiting = self.gauge_local() > 0;
         let was_waiting = self.was_waiting.swap(waiting, Ordering::Relaxed);
         waiting && was_waiting && !progressed
+    }
+
+    /// The id the next request frame will get: every id below it was issued.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.lock().next_id
     }
 
     /// Whether the queue takes no more frames.
@@ -373,8 +446,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{LENGTH_PREFIX, MAX_FRAME_SIZE_CAP};
     use std::sync::Arc;
     use tokio::io::AsyncReadExt;
+
+    /// A response frame whose body is `len` bytes of `byte`.
+    fn frame(byte: u8, len: usize) -> FrameBuf {
+        let body = vec![byte; len];
+        FrameBuf::response(
+            crate::wire::Status::Ok,
+            &crate::Bytes::from(body),
+            MAX_FRAME_SIZE_CAP,
+        )
+        .unwrap()
+    }
 
     #[tokio::test]
     async fn frames_arrive_in_order_small_and_large_mixed() {
@@ -383,9 +468,9 @@ mod tests {
         let mut expected = Vec::new();
         for i in 0..50u8 {
             let len = if i % 7 == 0 { 40_000 } else { 10 };
-            let frame = BytesMut::from(&vec![i; len][..]);
-            expected.extend_from_slice(&frame);
-            outbox.push(frame).await.unwrap();
+            let f = frame(i, len);
+            expected.extend_from_slice(&f.clone().into_frame().to_contiguous());
+            outbox.push(f).await.unwrap();
         }
         outbox.close();
         let writer = tokio::spawn({
@@ -401,11 +486,11 @@ mod tests {
     #[tokio::test]
     async fn push_waits_at_high_water_and_fails_after_close() {
         let outbox = Arc::new(Outbox::new(100, Arc::default()));
-        outbox.push(BytesMut::from(&[0u8; 150][..])).await.unwrap();
-        assert_eq!(outbox.queued_bytes(), 150);
+        outbox.push(frame(0, 150)).await.unwrap();
+        assert!(outbox.queued_bytes() >= 150);
         let waiting = tokio::spawn({
             let outbox = outbox.clone();
-            async move { outbox.push(BytesMut::from(&[1u8; 10][..])).await }
+            async move { outbox.push(frame(1, 10)).await }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
@@ -415,5 +500,27 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r, Err(Closed));
+    }
+
+    #[tokio::test]
+    async fn numbered_frames_get_strictly_increasing_ids_in_queue_order() {
+        let outbox = Arc::new(Outbox::new(1 << 20, Arc::default()));
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let f = FrameBuf::request(false, 1, 0, 0, &(), MAX_FRAME_SIZE_CAP).unwrap();
+            let id = outbox.push_numbered(f, |id| seen.push(id)).await.unwrap();
+            assert_eq!(Some(&id), seen.last());
+        }
+        assert_eq!(seen, [1, 2, 3, 4, 5]);
+        outbox.close();
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        run_writer(&outbox, a).await.unwrap();
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        let ids: Vec<u64> = got
+            .chunks(LENGTH_PREFIX + 19)
+            .map(|f| u64::from_le_bytes(f[5..13].try_into().unwrap()))
+            .collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
     }
 }

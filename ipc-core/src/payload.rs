@@ -255,7 +255,7 @@ mod out_of_line_tests {
     #[test]
     fn large_payloads_are_spliced_in_by_reference_and_read_back_whole() {
         let big = Bytes::from(vec![9u8; 100_000]);
-        let mut f = FrameBuf::response(Status::Ok, &(1u8, big.clone(), 2u8)).unwrap();
+        let mut f = FrameBuf::response(Status::Ok, &(1u8, big.clone(), 2u8), 1 << 30).unwrap();
         f.set_id(5);
         let frame = f.finish(1 << 20).unwrap();
         let Frame::Parts(parts) = &frame else {

@@ -221,16 +221,36 @@ fn frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
+/// A request frame with id `id` (ids are normally set when queued).
+fn numbered<A: serde::Serialize + ?Sized>(
+    id: u64,
+    object: u32,
+    method: u16,
+    deadline_ms: u32,
+    args: &A,
+) -> Result<FrameBuf, wire::EncodeError> {
+    let mut f = FrameBuf::request(
+        false,
+        object,
+        method,
+        deadline_ms,
+        args,
+        wire::MAX_FRAME_SIZE_CAP,
+    )?;
+    f.set_id(id);
+    Ok(f)
+}
+
 fn request(id: u64, object: u32, method: u16, deadline_ms: u32, args: &Args) -> FrameBuf {
     let built = match args {
-        Args::Unit => FrameBuf::request(id, object, method, deadline_ms, &()),
-        Args::Ints(a, b) => FrameBuf::request(id, object, method, deadline_ms, &(a, b)),
-        Args::Blob(data) => FrameBuf::request(id, object, method, deadline_ms, &(data,)),
-        Args::Text(s) => FrameBuf::request(id, object, method, deadline_ms, &(s,)),
+        Args::Unit => numbered(id, object, method, deadline_ms, &()),
+        Args::Ints(a, b) => numbered(id, object, method, deadline_ms, &(a, b)),
+        Args::Blob(data) => numbered(id, object, method, deadline_ms, &(data,)),
+        Args::Text(s) => numbered(id, object, method, deadline_ms, &(s,)),
         Args::Mixed(names, limit, flag) => {
-            FrameBuf::request(id, object, method, deadline_ms, &(names, limit, flag))
+            numbered(id, object, method, deadline_ms, &(names, limit, flag))
         }
-        Args::Record(r) => FrameBuf::request(id, object, method, deadline_ms, &(r,)),
+        Args::Record(r) => numbered(id, object, method, deadline_ms, &(r,)),
     };
     built.unwrap_or_else(|e| panic!("encoding {args:?} failed: {e}"))
 }
@@ -238,9 +258,9 @@ fn request(id: u64, object: u32, method: u16, deadline_ms: u32, args: &Args) -> 
 fn response_frame(id: u64, status: Status, body: &Body) -> FrameBuf {
     let built = match body {
         Body::Empty => Ok(FrameBuf::response_empty(status)),
-        Body::Text(s) => FrameBuf::response(status, s),
-        Body::Blob(data) => FrameBuf::response(status, data),
-        Body::Sizes(a, b) => FrameBuf::response(status, &(a, b)),
+        Body::Text(s) => FrameBuf::response(status, s, wire::MAX_FRAME_SIZE_CAP),
+        Body::Blob(data) => FrameBuf::response(status, data, wire::MAX_FRAME_SIZE_CAP),
+        Body::Sizes(a, b) => FrameBuf::response(status, &(a, b), wire::MAX_FRAME_SIZE_CAP),
     };
     let mut f = built.unwrap_or_else(|e| panic!("encoding {body:?} failed: {e}"));
     f.set_id(id);
@@ -250,7 +270,7 @@ fn response_frame(id: u64, status: Status, body: &Body) -> FrameBuf {
 /// The bytes `frame` puts on the wire, length prefix included.
 fn encode(frame: &Frame) -> BytesMut {
     let f = match frame {
-        Frame::Hello { max_frame_size } => FrameBuf::hello(*max_frame_size),
+        Frame::Hello { max_frame_size } => FrameBuf::hello(*max_frame_size, &[]),
         Frame::Request {
             id,
             object,
@@ -600,7 +620,7 @@ proptest! {
         }
 
         let build = || {
-            FrameBuf::request(id, 1, 0, 0, &(vec![7u8; len],))
+            numbered(id, 1, 0, 0, &(vec![7u8; len],))
                 .map_err(|e| TestCaseError::fail(e.to_string()))
         };
         let size = build()?.body_len();

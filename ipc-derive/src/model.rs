@@ -29,6 +29,10 @@ pub(crate) struct Method {
     pub(crate) idempotent: bool,
     /// Marked `#[oneway]`: the proxy does not wait for the server.
     pub(crate) oneway: bool,
+    /// Takes remote objects (`Remote<P>`) among its arguments.
+    pub(crate) object_args: bool,
+    /// Returns remote objects.
+    pub(crate) object_return: bool,
 }
 
 /// Method attributes that belong to `#[expose]`: read by the macro and
@@ -50,10 +54,22 @@ pub(crate) struct Arg {
     pub(crate) ty: Type,
 }
 
-/// What the method returns, which decides the proxy's error type.
+/// What the method returns, which decides the proxy's error type and how
+/// the reply travels.
 pub(crate) enum Output {
     /// A plain value: [`Method::returns`] (`()` when nothing is written).
     Value,
     /// `Result<T, E>`: `E` reaches the caller as `CallError::App(E)`.
     Fallible { ok: Box<Type>, err: Box<Type> },
+    /// `Streaming<T>`: a server-push stream.
+    Stream,
+    /// `Result<Streaming<T>, E>`: a stream, or a typed refusal.
+    FallibleStream { ok: Box<Type>, err: Box<Type> },
+}
+
+impl Output {
+    /// Whether the method returns a stream.
+    pub(crate) fn is_stream(&self) -> bool {
+        matches!(self, Self::Stream | Self::FallibleStream { .. })
+    }
 }

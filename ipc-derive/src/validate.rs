@@ -234,6 +234,14 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
             );
         }
         check_wire_type(&pt.ty, "argument", errors);
+        if let Some(stream) = mention(&pt.ty, "Streaming") {
+            errors.push(
+                stream,
+                "`Streaming<T>` cannot be an argument (streams from caller to server are not \
+                 supported yet); a method may return `Streaming<T>` or \
+                 `Result<Streaming<T>, E>`",
+            );
+        }
         args.push(Arg {
             ident,
             ty: (*pt.ty).clone(),
@@ -251,17 +259,18 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
             "`#[oneway]` methods must return `()`: no one waits for their result",
         );
     }
+    let output = output_of(&returns, errors);
+    if idempotent && output.is_stream() {
+        errors.push(
+            &sig.output,
+            "`#[idempotent]` methods are sent again after a lost connection, which a stream \
+             is not: remove `#[idempotent]`",
+        );
+    }
     if errors.count > before {
         // The caller goes on to check later methods; this one builds nothing.
         return None;
     }
-    let output = match result_parts(&returns) {
-        Some((ok, err)) => Output::Fallible {
-            ok: Box::new(ok),
-            err: Box::new(err),
-        },
-        None => Output::Value,
-    };
     let signature = format!(
         "{name}({})->{}",
         args.iter()
@@ -270,9 +279,13 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
             .join(","),
         type_string(&returns)
     );
+    let object_args = args.iter().any(|a| mention(&a.ty, "Remote").is_some());
+    let object_return = mention(&returns, "Remote").is_some();
     Some(Method {
         idempotent,
         oneway,
+        object_args,
+        object_return,
         ident: sig.ident.clone(),
         docs: f
             .attrs
@@ -380,6 +393,85 @@ impl<'ast> Visit<'ast> for WireType<'_> {
         }
         syn::visit::visit_path_segment(self, segment);
     }
+}
+
+/// How a method's return type travels: a value, a `Result`, or a stream.
+/// `Streaming<T>` may be the whole return type or the `T` of `Result<T, E>`,
+/// and nowhere else.
+fn output_of(returns: &Type, errors: &mut Errors) -> Output {
+    const PLACE: &str = "`Streaming<T>` must be the whole return type, or the `T` of \
+                         `Result<T, E>`";
+    let check_item = |ty: &Type, errors: &mut Errors| {
+        if let Some(inner) = stream_item(ty).and_then(|item| mention(&item, "Streaming")) {
+            errors.push(
+                inner,
+                format!("{PLACE}; a stream of streams is not supported"),
+            );
+        }
+    };
+    if stream_item(returns).is_some() {
+        check_item(returns, errors);
+        return Output::Stream;
+    }
+    match result_parts(returns) {
+        Some((ok, err)) if stream_item(&ok).is_some() => {
+            check_item(&ok, errors);
+            if let Some(stream) = mention(&err, "Streaming") {
+                errors.push(stream, PLACE);
+            }
+            Output::FallibleStream {
+                ok: Box::new(ok),
+                err: Box::new(err),
+            }
+        }
+        parts => {
+            if let Some(stream) = mention(returns, "Streaming") {
+                errors.push(stream, PLACE);
+            }
+            match parts {
+                Some((ok, err)) => Output::Fallible {
+                    ok: Box::new(ok),
+                    err: Box::new(err),
+                },
+                None => Output::Value,
+            }
+        }
+    }
+}
+
+/// `Streaming<T>` (as written, by its last path segment) → `T`.
+fn stream_item(ty: &Type) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if p.qself.is_some() || last.ident != "Streaming" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first() {
+        Some(GenericArgument::Type(t)) if args.args.len() == 1 => Some(t.clone()),
+        _ => None,
+    }
+}
+
+/// The first path segment named `name` anywhere inside `ty`, if any.
+fn mention(ty: &Type, name: &str) -> Option<syn::Ident> {
+    struct Find<'a> {
+        name: &'a str,
+        found: Option<syn::Ident>,
+    }
+    impl<'ast> Visit<'ast> for Find<'_> {
+        fn visit_path_segment(&mut self, segment: &'ast syn::PathSegment) {
+            if self.found.is_none() && segment.ident == self.name {
+                self.found = Some(segment.ident.clone());
+            }
+            syn::visit::visit_path_segment(self, segment);
+        }
+    }
+    let mut find = Find { name, found: None };
+    find.visit_type(ty);
+    find.found
 }
 
 /// `Result<T, E>` (as written, by its last path segment) → `(T, E)`.

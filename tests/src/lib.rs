@@ -329,11 +329,11 @@ pub mod raw {
         f
     }
 
-    /// The client hello: magic, protocol version 1, and the largest frame
+    /// The client hello: magic, protocol version 2, and the largest frame
     /// the client accepts.
     pub fn hello(max_frame: u32) -> Vec<u8> {
         let mut p = b"IPCR".to_vec();
-        p.extend_from_slice(&1u16.to_le_bytes());
+        p.extend_from_slice(&2u16.to_le_bytes());
         p.extend_from_slice(&max_frame.to_le_bytes());
         frame(0, 0, &p)
     }

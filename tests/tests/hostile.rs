@@ -170,7 +170,7 @@ async fn wrong_magic_in_hello_closes_connection_without_answer() {
     within(10, async {
         let scene = scene(|b| b).await;
         let mut raw = Raw::connect(&scene.server).await;
-        raw.send(&raw::hello(b"IPCX", 1, 1 << 20)).await;
+        raw.send(&raw::hello(b"IPCX", 2, 1 << 20)).await;
         assert_eq!(raw.expect_closed().await, b"");
         scene.assert_unharmed().await;
     })
@@ -182,7 +182,7 @@ async fn wrong_protocol_version_gets_server_hello_then_close() {
     within(10, async {
         let scene = scene(|b| b).await;
         let mut raw = Raw::connect(&scene.server).await;
-        raw.send(&raw::hello(b"IPCR", 2, 1 << 20)).await;
+        raw.send(&raw::hello(b"IPCR", 3, 1 << 20)).await;
         let theirs = raw.read_frame().await;
         raw::assert_server_hello(&theirs);
         assert_eq!(raw.expect_closed().await, b"");

@@ -82,9 +82,18 @@ async fn wrong_trait_under_a_name_is_refused_at_lookup_and_connection_still_serv
             .get_exposed_object_named::<GreeterProxy>("Calculator")
             .await
         {
-            Err(Error::TraitMismatch { object, detail }) => {
+            Err(Error::TraitMismatch {
+                object,
+                detail,
+                server_fingerprint,
+                proxy_fingerprint,
+            }) => {
                 assert_eq!(object, "Calculator");
                 assert!(detail.contains("Greeter"), "{detail}");
+                // Both fingerprints arrive as data.
+                use ipc_core::Proxy;
+                assert_eq!(server_fingerprint, CalculatorProxy::DESCRIPTOR.fingerprint);
+                assert_eq!(proxy_fingerprint, GreeterProxy::DESCRIPTOR.fingerprint);
             }
             other => panic!("expected TraitMismatch, got {other:?}"),
         }

@@ -23,12 +23,18 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         let signature = &m.signature;
         let idempotent = m.idempotent;
         let oneway = m.oneway;
+        let streaming = m.output.is_stream();
+        let object_args = m.object_args;
+        let object_return = m.object_return;
         quote! {
             ::ipc_core::__private::MethodDescriptor {
                 name: #name,
                 signature: #signature,
                 idempotent: #idempotent,
                 oneway: #oneway,
+                streaming: #streaming,
+                object_args: #object_args,
+                object_return: #object_return,
             }
         }
     });
@@ -46,11 +52,11 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
             quote!(#(#attrs)*)
         };
         let ret = match &m.output {
-            Output::Value => {
+            Output::Value | Output::Stream => {
                 let t = &m.returns;
                 quote!(::core::result::Result<#t, ::ipc_core::Error>)
             }
-            Output::Fallible { ok, err } => {
+            Output::Fallible { ok, err } | Output::FallibleStream { ok, err } => {
                 quote!(::core::result::Result<#ok, ::ipc_core::CallError<#err>>)
             }
         };
@@ -58,13 +64,15 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
             _ if m.oneway => "call_oneway",
             Output::Value => "call",
             Output::Fallible { .. } => "call_fallible",
+            Output::Stream => "call_stream",
+            Output::FallibleStream { .. } => "call_stream_fallible",
         };
         let call = Ident::new(call, ident.span());
         // The body is spanned at the method's name, so an argument or return
         // type that is not `Serialize`/`DeserializeOwned` is reported at the
         // trait method rather than at `#[expose]`.
         let body = quote_spanned! {ident.span()=>
-            self.__ipc_object.#call(#index, &(#(#names,)*)).await
+            self.__ipc_object.#call(#index, (#(#names,)*)).await
         };
         quote! {
             #docs
@@ -113,6 +121,10 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
 
             fn from_object(object: ::ipc_core::__private::ObjectRef) -> Self {
                 Self { __ipc_object: object }
+            }
+
+            fn object(&self) -> &::ipc_core::__private::ObjectRef {
+                &self.__ipc_object
             }
         }
     }

@@ -1,7 +1,7 @@
 //! `{Trait}Server<T>`: wraps an implementation and dispatches incoming calls
 //! by method index, decoding the arguments and encoding the outcome.
 
-use proc_macro2::{Ident, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 
 use crate::codegen::{proxy_ident, server_ident};
@@ -23,10 +23,19 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         let names: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
         let types: Vec<_> = m.args.iter().map(|a| &a.ty).collect();
         let reply = match &m.output {
-            Output::Value => "value",
-            Output::Fallible { .. } => "result",
+            Output::Value => {
+                quote_spanned!(ident.span()=> ::ipc_core::__private::Reply::value(&__ipc_out))
+            }
+            Output::Fallible { .. } => {
+                quote_spanned!(ident.span()=> ::ipc_core::__private::Reply::result(&__ipc_out))
+            }
+            Output::Stream => {
+                quote_spanned!(ident.span()=> ::ipc_core::__private::stream_reply(__ipc_out))
+            }
+            Output::FallibleStream { .. } => {
+                quote_spanned!(ident.span()=> ::ipc_core::__private::stream_result_reply(__ipc_out))
+            }
         };
-        let reply = Ident::new(reply, ident.span());
         // Spanned at the method's name, as in the proxy.
         quote_spanned! {ident.span()=>
             #index => {
@@ -41,7 +50,7 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
                 ::core::result::Result::Ok(::std::boxed::Box::pin(async move {
                     let __ipc_out =
                         <__IpcT as #trait_ident>::#ident(&*__ipc_this, #(#names),*).await;
-                    ::ipc_core::__private::Reply::#reply(&__ipc_out)
+                    #reply
                 }))
             }
         }
@@ -96,6 +105,12 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
             fn clone(&self) -> Self {
                 Self { __ipc_instance: ::core::clone::Clone::clone(&self.__ipc_instance) }
             }
+        }
+
+        impl<__IpcT> ::ipc_core::__private::Serves<#proxy> for #server<__IpcT>
+        where
+            __IpcT: #trait_ident + ::core::marker::Send + ::core::marker::Sync + 'static,
+        {
         }
 
         impl<__IpcT> ::ipc_core::__private::Service for #server<__IpcT>

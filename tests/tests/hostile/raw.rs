@@ -207,12 +207,12 @@ impl Raw {
     }
 }
 
-/// Checks a frame is the server's hello: id 0, magic `IPCR`, version 1, a sane limit.
+/// Checks a frame is the server's hello: id 0, magic `IPCR`, version 2, a sane limit.
 pub(crate) fn assert_server_hello(f: &Frame) {
     assert_eq!((f.kind, f.id), (HELLO, 0), "expected a hello, got {f:?}");
     assert_eq!(f.payload.len(), 10, "a hello payload is 10 bytes: {f:?}");
     assert_eq!(&f.payload[..4], b"IPCR");
-    assert_eq!(u16::from_le_bytes([f.payload[4], f.payload[5]]), 1);
+    assert_eq!(u16::from_le_bytes([f.payload[4], f.payload[5]]), 2);
     let limit = u32::from_le_bytes([f.payload[6], f.payload[7], f.payload[8], f.payload[9]]);
     assert!(
         (1 << 10..=1 << 30).contains(&limit),

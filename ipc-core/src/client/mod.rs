@@ -1,0 +1,355 @@
+//! The client: one connection, many proxies, many calls in flight.
+//!
+//! A call encodes its request on the connection it goes out on, which gives
+//! it the next request id; the connection's reader routes each response to
+//! its call by id, in whatever order they arrive. When the connection ends,
+//! every call waiting on it fails at once. The client's connection serves
+//! too: objects it passes to the server (callbacks) are called over it.
+
+mod object_ref;
+mod reconnect;
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::{self, ConnectionConfig, Reconnect};
+use crate::connection::{self, Closure, Connection, Frames, Gauges, Labels, NoHost};
+use crate::error::Error;
+use crate::object::{ObjectDescriptor, ObjectInfo};
+use crate::transport::{self, Address, Stream};
+
+pub use object_ref::ObjectRef;
+pub(crate) use reconnect::Link;
+use reconnect::Links;
+
+/// A connection to a server, from which typed proxies are made.
+///
+/// Cheap to clone; every clone and every proxy made from it share one
+/// connection. The connection closes when the last of them is dropped (and
+/// no proxy to an object the server returned on it is left), or on
+/// [`Client::close`]. If it is lost (server restart, idle timeout, network),
+/// the next call reconnects (see [`ClientBuilder::reconnect`]); calls that
+/// were in flight fail with [`Error::ConnectionLost`] and are not replayed,
+/// except for methods marked `#[idempotent]`.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), ipc_core::Error> {
+/// let client = ipc_core::Client::connect("localhost:9099").await?;
+/// # drop(client);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    links: Arc<Links>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.links.addr)
+            .field("closed", &self.links.current().conn.is_closed())
+            .finish()
+    }
+}
+
+/// The client side of an exposed trait: the `{Trait}Proxy` type that
+/// `#[expose]` generates. Obtain one with [`Client::get_exposed_object`], or
+/// receive one as a [`crate::Remote`].
+///
+/// Its methods work on any proxy, so generic code can set a deadline:
+///
+/// ```
+/// use std::time::Duration;
+/// use ipc_core::Proxy;
+///
+/// fn impatient<P: Proxy>(proxy: &P) -> P {
+///     proxy.with_timeout(Duration::from_millis(100))
+/// }
+/// # let _ = impatient::<ipc_core::nameserver::NameServerProxy>;
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a proxy type",
+    label = "expected the `{{Trait}}Proxy` that `#[expose]` generates",
+    note = "name the proxy type: `let calc: CalculatorProxy = client.get_exposed_object().await?;`"
+)]
+pub trait Proxy: Clone + Send + Sync + Sized + 'static {
+    /// The trait this proxy speaks.
+    const DESCRIPTOR: &'static ObjectDescriptor;
+
+    /// Wraps an object reference.
+    #[doc(hidden)]
+    fn from_object(object: ObjectRef) -> Self;
+
+    /// The object reference inside.
+    #[doc(hidden)]
+    fn object(&self) -> &ObjectRef;
+
+    /// The name the remote object was looked up under (its trait's name for
+    /// objects passed over a connection).
+    fn object_name(&self) -> &str {
+        self.object().name()
+    }
+
+    /// The deadline applied to each call made through this proxy.
+    fn timeout(&self) -> Duration {
+        self.object().timeout()
+    }
+
+    /// This proxy with another deadline for each call. Cheap: shares the
+    /// connection.
+    fn with_timeout(&self, timeout: Duration) -> Self {
+        Self::from_object(self.object().with_timeout(timeout))
+    }
+}
+
+/// Configures and opens a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    addr: Address,
+    config: ConnectionConfig,
+    connect_timeout: Duration,
+    call_timeout: Duration,
+    pub(crate) reconnect: Reconnect,
+    pub(crate) wait_for_server: bool,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            addr: Address::default(),
+            config: ConnectionConfig::default(),
+            connect_timeout: config::DEFAULT_CONNECT_TIMEOUT,
+            call_timeout: config::DEFAULT_CALL_TIMEOUT,
+            reconnect: Reconnect::default(),
+            wait_for_server: false,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The server's address. Default: `localhost:9099`.
+    pub fn addr(mut self, addr: impl Into<Address>) -> Self {
+        self.addr = addr.into();
+        self
+    }
+
+    /// Largest reply frame accepted, in bytes. Default 16 MiB; clamped to
+    /// 1 KiB ..= 1 GiB. Told to the server, which answers a larger reply with
+    /// [`Error::FrameTooLarge`] instead of sending it. Worst case: one frame of
+    /// this size buffered while it arrives.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = config::clamp_frame_size(bytes);
+        self
+    }
+
+    /// Bytes of requests queued before callers wait for the socket. Default 1 MiB.
+    /// Worst case: twice this plus one frame per connection.
+    pub fn write_buffer(mut self, bytes: usize) -> Self {
+        self.config.write_buffer = bytes.max(1);
+        self
+    }
+
+    /// Time allowed to connect and complete the handshake. Default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Default deadline of every call made through this client's proxies
+    /// (reconnecting included). Default 60 s. Override per proxy with the
+    /// generated `with_timeout`. The server drops a call whose deadline passed.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// How to reconnect after the connection is lost. Default: 5 attempts,
+    /// backoff 50 ms doubling up to 1 s. [`Reconnect::NEVER`] turns it off.
+    pub fn reconnect(mut self, policy: Reconnect) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// What calls do while the server cannot be reached. Default `false`:
+    /// after a round of reconnect attempts has failed, calls fail at once
+    /// with its [`Error::Connect`] until the next attempt is due (the
+    /// policy's next backoff), then the next call starts a new round.
+    /// `true`: calls wait for the server instead, round after round, until
+    /// their deadline ([`ClientBuilder::call_timeout`]).
+    pub fn wait_for_server(mut self, wait: bool) -> Self {
+        self.wait_for_server = wait;
+        self
+    }
+
+    /// Connects to the configured address.
+    pub async fn connect(self) -> Result<Client, Error> {
+        let target = self.addr.clone();
+        let conn = self.open(&target).await?;
+        Ok(self.into_client(conn, target.to_string(), Some(target)))
+    }
+
+    /// Runs the client over an already-open byte stream (an in-memory pipe,
+    /// a TLS stream...). Such a client cannot reconnect.
+    pub async fn connect_io<T>(self, io: T) -> Result<Client, Error>
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let stream = Stream::from_io(io, "io".to_owned());
+        let conn = tokio::time::timeout(self.connect_timeout, self.start(stream))
+            .await
+            .map_err(|_| Error::Connect {
+                addr: "io".to_owned(),
+                source: io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"),
+            })??;
+        Ok(self.into_client(conn, "io".to_owned(), None))
+    }
+
+    fn into_client(self, conn: Arc<Connection>, addr: String, target: Option<Address>) -> Client {
+        tracing::debug!(%addr, "connected");
+        Client {
+            links: Arc::new(Links::new(addr, target, self, conn)),
+        }
+    }
+
+    /// Connects and handshakes, within the connect timeout.
+    pub(crate) async fn open(&self, target: &Address) -> Result<Arc<Connection>, Error> {
+        let addr = target.to_string();
+        let timed_out = || Error::Connect {
+            addr: addr.clone(),
+            source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+        };
+        tokio::time::timeout(self.connect_timeout, async {
+            let stream = transport::connect(target).await?;
+            self.start(stream).await
+        })
+        .await
+        .map_err(|_| timed_out())?
+    }
+
+    /// Handshakes and starts the connection's reader and writer. The
+    /// connection is held once, for the client's links.
+    async fn start(&self, stream: Stream) -> Result<Arc<Connection>, Error> {
+        let handshake = connection::handshake_as_client(stream, &self.config).await?;
+        let peer_limit = handshake.peer_limit();
+        let connection::Handshake {
+            frames,
+            write,
+            peer,
+            local,
+            ..
+        } = handshake;
+        let conn = Connection::new(
+            &self.config,
+            peer_limit,
+            Labels { peer, local, id: 0 },
+            Arc::new(NoHost),
+            Arc::new(Gauges::default()),
+            1,
+        );
+        let writer = connection::spawn_writer(&conn, write);
+        tokio::spawn(read_loop(conn.clone(), frames, writer));
+        Ok(conn)
+    }
+}
+
+/// Handles incoming frames until the connection ends, then ends what is
+/// pending on it.
+async fn read_loop(
+    conn: Arc<Connection>,
+    mut frames: Frames,
+    writer: tokio::task::JoinHandle<io::Result<()>>,
+) {
+    let closure = loop {
+        let frame = match frames.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => break Closure::Lost(connection::io_to_protocol(e).to_string()),
+            None if conn.is_going_away() => break Closure::ShuttingDown,
+            None => break Closure::PeerClosed,
+        };
+        if let Err(e) = conn.on_frame(frame, false).await {
+            tracing::warn!(peer = %conn.peer, error = %e, "closing connection");
+            break Closure::Lost(e.to_string());
+        }
+    };
+    tracing::debug!(peer = %conn.peer, ?closure, "connection ended");
+    conn.close(closure);
+    let _ = writer.await;
+}
+
+impl Client {
+    /// Connects to `addr` with default settings. See [`Client::builder`] for more.
+    pub async fn connect(addr: impl Into<Address>) -> Result<Self, Error> {
+        Self::builder().addr(addr).connect().await
+    }
+
+    /// A builder, starting from the defaults (`localhost:9099`).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A proxy for the object exposed under its trait's name (e.g. `"Calculator"`
+    /// for `CalculatorProxy`). Fails here, not at the first call, if the server
+    /// exposes no such object or exposes a different trait (or version) under it.
+    pub async fn get_exposed_object<P: Proxy>(&self) -> Result<P, Error> {
+        self.get_exposed_object_named(P::DESCRIPTOR.trait_name)
+            .await
+    }
+
+    /// A proxy for the object exposed under `name`. Same checks as
+    /// [`Client::get_exposed_object`].
+    pub async fn get_exposed_object_named<P: Proxy>(&self, name: &str) -> Result<P, Error> {
+        let object = ObjectRef::named(
+            self.clone(),
+            name,
+            P::DESCRIPTOR,
+            self.links.settings.call_timeout,
+        );
+        object.resolve_now().await?;
+        Ok(P::from_object(object))
+    }
+
+    /// The server's directory: every object it exposes, with its trait,
+    /// methods and fingerprint.
+    pub async fn objects(&self) -> Result<Vec<ObjectInfo>, Error> {
+        object_ref::directory(self).await
+    }
+
+    /// Closes the connection: queued requests are still sent, calls waiting
+    /// for a reply fail with [`Error::ConnectionLost`] once the server hangs up.
+    /// Later calls reconnect (if the client has an address and reconnecting is on).
+    pub fn close(&self) {
+        self.links.current().conn.outbox.close();
+    }
+
+    /// Whether the current connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.links.current().conn.is_closed()
+    }
+
+    /// This end's address on the current connection (`IP:PORT`, `unix:PATH`,
+    /// or `io` for a caller-supplied stream), as the server sees it as its peer.
+    pub fn local_addr(&self) -> String {
+        self.links.current().conn.local.clone()
+    }
+
+    /// The address this client connects to.
+    pub fn addr(&self) -> &str {
+        &self.links.addr
+    }
+
+    /// The connection state behind this client.
+    pub(crate) fn links(&self) -> &Links {
+        &self.links
+    }
+
+    /// The default call deadline.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.links.settings.call_timeout
+    }
+}

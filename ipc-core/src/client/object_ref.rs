@@ -1,0 +1,762 @@
+//! [`ObjectRef`]: what a generated proxy wraps, and how its calls go out.
+//!
+//! An object is reached one of three ways: by name through a [`Client`]
+//! (looked up once per connection, reconnecting as the client's policy
+//! says), as an object the peer exported on one connection (a callback or a
+//! returned object: that connection only, no reconnect), or locally (an
+//! object this process serves, wrapped by [`crate::Remote::new`] and not
+//! sent anywhere yet: calls go straight to it).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use super::{Client, Link};
+use crate::connection::{Connection, Discard, Import, Response};
+use crate::error::{CallError, Error};
+use crate::object::{ObjectDescriptor, ObjectInfo, ResolveRequest};
+use crate::scope;
+use crate::service::{Outcome, Service};
+use crate::stream::Streaming;
+use crate::wire::{self, EncodeError, FrameBuf, Status};
+
+/// A reference to a remote (or local) object: what a generated proxy wraps.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct ObjectRef {
+    target: Target,
+    descriptor: &'static ObjectDescriptor,
+    timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Target {
+    /// Looked up by name on the client's current connection.
+    Named {
+        client: Client,
+        name: Arc<str>,
+        /// `(generation << 32) | handle` of the last lookup, shared by
+        /// clones; 0 means not looked up on any connection yet.
+        cached: Arc<AtomicU64>,
+    },
+    /// Exported by the peer on one connection.
+    Imported(Arc<Import>),
+    /// Served by this process, called directly.
+    Local(Arc<dyn Service>),
+}
+
+impl fmt::Debug for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.target {
+            Target::Named { .. } => "named",
+            Target::Imported(_) => "imported",
+            Target::Local(_) => "local",
+        };
+        f.debug_struct("ObjectRef")
+            .field("name", &self.name())
+            .field("trait", &self.descriptor.trait_name)
+            .field("kind", &kind)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Extra attempts for a call that did not run (any method) or whose
+/// connection was lost (`#[idempotent]` methods only).
+const MAX_RETRIES: u32 = 2;
+
+/// Where a response came from, for decoding it.
+enum Via<'a> {
+    /// A connection, as the answer to request `.1`; with where the stream
+    /// it opened arrives, if any.
+    Conn(
+        &'a Arc<Connection>,
+        u64,
+        Option<Arc<crate::connection::Inbox>>,
+    ),
+    /// A local call; with the stream it opened, if any.
+    Local(Option<crate::service::BoxedSource>),
+}
+
+impl Via<'_> {
+    fn conn(&self) -> Option<&Arc<Connection>> {
+        match self {
+            Self::Conn(conn, ..) => Some(conn),
+            Self::Local(_) => None,
+        }
+    }
+
+    /// The stream the call opened.
+    fn stream<T: DeserializeOwned + Send + 'static>(self) -> Result<Streaming<T>, Error> {
+        match self {
+            Self::Conn(conn, id, Some(inbox)) => Ok(Streaming::received(conn, id, inbox)),
+            Self::Conn(_, _, None) => Err(Error::Protocol {
+                detail: "the call opened no stream".into(),
+            }),
+            Self::Local(Some(source)) => Ok(Streaming::from_source(source)),
+            Self::Local(None) => Err(Error::Protocol {
+                detail: "the call opened no stream".into(),
+            }),
+        }
+    }
+}
+
+/// How a call's request goes out and its answer comes back.
+#[derive(Clone, Copy)]
+enum Shape {
+    Call,
+    Stream,
+}
+
+impl ObjectRef {
+    pub(crate) fn named(
+        client: Client,
+        name: &str,
+        descriptor: &'static ObjectDescriptor,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            target: Target::Named {
+                client,
+                name: Arc::from(name),
+                cached: Arc::new(AtomicU64::new(0)),
+            },
+            descriptor,
+            timeout,
+        }
+    }
+
+    /// A reference to object `handle` the peer of `conn` exported.
+    pub(crate) fn imported(
+        conn: Arc<Connection>,
+        handle: u32,
+        descriptor: &'static ObjectDescriptor,
+    ) -> Self {
+        let timeout = conn.config.call_timeout;
+        Self {
+            target: Target::Imported(Arc::new(Import::new(conn, handle))),
+            descriptor,
+            timeout,
+        }
+    }
+
+    /// A reference to `service`, served by this process.
+    pub(crate) fn local(service: Arc<dyn Service>, descriptor: &'static ObjectDescriptor) -> Self {
+        Self {
+            target: Target::Local(service),
+            descriptor,
+            timeout: crate::config::DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// The service behind a local reference.
+    pub(crate) fn local_service(&self) -> Option<&Arc<dyn Service>> {
+        match &self.target {
+            Target::Local(service) => Some(service),
+            _ => None,
+        }
+    }
+
+    /// The name the object was looked up under; for an object passed over a
+    /// connection, its trait's name.
+    pub fn name(&self) -> &str {
+        match &self.target {
+            Target::Named { name, .. } => name,
+            Target::Imported(_) | Target::Local(_) => self.descriptor.trait_name,
+        }
+    }
+
+    /// The client this object is reached through, if it was looked up by name.
+    pub fn client(&self) -> Option<&Client> {
+        match &self.target {
+            Target::Named { client, .. } => Some(client),
+            _ => None,
+        }
+    }
+
+    /// The deadline applied to each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The same object with another per-call deadline.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    /// Calls a method that returns a plain value.
+    pub fn call<'a, A, R>(
+        &'a self,
+        method: u16,
+        args: A,
+    ) -> impl Future<Output = Result<R, Error>> + Send + 'a
+    where
+        A: Serialize + Send + 'a,
+        R: DeserializeOwned + Send + 'a,
+    {
+        let discard: Discard = discard_reply::<R>;
+        self.invoke(
+            method,
+            args,
+            Shape::Call,
+            Some(discard),
+            move |this, via, r| match r.status {
+                Status::Ok => decode_body(via.conn(), &r),
+                Status::AppError => Err(Error::Protocol {
+                    detail: "an application error for a method that has none".into(),
+                }),
+                other => Err(this.status_error(other, &r.body)),
+            },
+        )
+    }
+
+    /// Calls a method that returns `Result<T, E>`.
+    pub fn call_fallible<'a, A, T, E>(
+        &'a self,
+        method: u16,
+        args: A,
+    ) -> impl Future<Output = Result<T, CallError<E>>> + Send + 'a
+    where
+        A: Serialize + Send + 'a,
+        T: DeserializeOwned + Send + 'a,
+        E: DeserializeOwned + Send + 'a,
+    {
+        let discard: Discard = discard_result::<T, E>;
+        let call = self.invoke(
+            method,
+            args,
+            Shape::Call,
+            Some(discard),
+            move |this, via, r| {
+                Ok(match r.status {
+                    Status::Ok => Ok(decode_body::<T>(via.conn(), &r)?),
+                    Status::AppError => Err(CallError::App(decode_body::<E>(via.conn(), &r)?)),
+                    other => Err(CallError::Rpc(this.status_error(other, &r.body))),
+                })
+            },
+        );
+        async move { call.await? }
+    }
+
+    /// Calls a method that returns a stream (`Streaming<T>`): the stream
+    /// opens once the call is answered.
+    pub fn call_stream<'a, A, T>(
+        &'a self,
+        method: u16,
+        args: A,
+    ) -> impl Future<Output = Result<Streaming<T>, Error>> + Send + 'a
+    where
+        A: Serialize + Send + 'a,
+        T: DeserializeOwned + Send + 'static,
+    {
+        self.invoke(
+            method,
+            args,
+            Shape::Stream,
+            None,
+            move |this, via, r| match r.status {
+                Status::Ok => via.stream(),
+                other => Err(this.status_error(other, &r.body)),
+            },
+        )
+    }
+
+    /// Calls a method that returns `Result<Streaming<T>, E>`.
+    pub fn call_stream_fallible<'a, A, T, E>(
+        &'a self,
+        method: u16,
+        args: A,
+    ) -> impl Future<Output = Result<Streaming<T>, CallError<E>>> + Send + 'a
+    where
+        A: Serialize + Send + 'a,
+        T: DeserializeOwned + Send + 'static,
+        E: DeserializeOwned + Send + 'a,
+    {
+        let call = self.invoke(method, args, Shape::Stream, None, move |this, via, r| {
+            Ok(match r.status {
+                Status::Ok => via.stream().map_err(CallError::Rpc),
+                Status::AppError => Err(CallError::App(decode_body::<E>(via.conn(), &r)?)),
+                other => Err(CallError::Rpc(this.status_error(other, &r.body))),
+            })
+        });
+        async move { call.await? }
+    }
+
+    /// Calls a `#[oneway]` method: returns once the request is handed to the
+    /// connection, without waiting for the server. Oneway calls from one proxy
+    /// start on the server in the order they were made.
+    #[allow(clippy::manual_async_fn)] // the signature states `Send`
+    pub fn call_oneway<'a, A>(
+        &'a self,
+        method: u16,
+        args: A,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a
+    where
+        A: Serialize + Send + 'a,
+    {
+        async move {
+            let send = async {
+                match &self.target {
+                    Target::Named { client, .. } => {
+                        let link = client.links().live().await?;
+                        let handle = self.handle_on(&link).await?;
+                        let frame = encode_request(&link.conn, true, handle, method, 0, &args)?;
+                        link.conn.send_oneway(frame).await
+                    }
+                    Target::Imported(import) => {
+                        let conn = self.imported_conn(import)?;
+                        let frame = encode_request(conn, true, import.handle(), method, 0, &args)?;
+                        conn.send_oneway(frame).await
+                    }
+                    Target::Local(service) => {
+                        let reply = self.call_local(service, method, args).await?;
+                        reply.log_if_error();
+                        Ok(())
+                    }
+                }
+            };
+            tokio::time::timeout(self.timeout, send)
+                .await
+                .map_err(|_| Error::Timeout {
+                    after: self.timeout,
+                })?
+        }
+    }
+
+    /// The deadline as sent to the server: whole milliseconds, rounded up.
+    fn deadline_ms(&self) -> u32 {
+        let ms = self.timeout.as_micros().div_ceil(1000);
+        u32::try_from(ms).unwrap_or(u32::MAX).max(1)
+    }
+
+    fn imported_conn<'i>(&self, import: &'i Import) -> Result<&'i Arc<Connection>, Error> {
+        let conn = import.conn();
+        if conn.is_closed() {
+            return Err(Error::ConnectionLost {
+                reason: format!(
+                    "the connection that carried this remote `{}` has closed; remote objects \
+                     do not survive a reconnect",
+                    self.descriptor.trait_name
+                ),
+            });
+        }
+        Ok(conn)
+    }
+
+    /// Sends the request (reconnecting and retrying as allowed) under the
+    /// call's deadline and turns the response into the call's result with
+    /// `finish`, on the connection it came from.
+    #[allow(clippy::manual_async_fn)] // the signature states `Send`
+    fn invoke<'a, A, Out, F>(
+        &'a self,
+        method: u16,
+        args: A,
+        shape: Shape,
+        discard: Option<Discard>,
+        finish: F,
+    ) -> impl Future<Output = Result<Out, Error>> + Send + 'a
+    where
+        A: Serialize + Send + 'a,
+        Out: Send + 'a,
+        F: Fn(&Self, Via<'_>, Response) -> Result<Out, Error> + Send + Sync + 'a,
+    {
+        async move {
+            let info = self.descriptor.methods.get(usize::from(method));
+            let method_name = info.map_or("?", |m| m.name);
+            let span = tracing::debug_span!(
+                "ipc.call",
+                object = %self.name(),
+                method = method_name,
+                id = tracing::field::Empty,
+            );
+            let attempts = async {
+                match &self.target {
+                    Target::Named { client, .. } => {
+                        let idempotent = info.is_some_and(|m| m.idempotent);
+                        self.attempts(client, method, args, shape, discard, idempotent, &finish)
+                            .await
+                    }
+                    Target::Imported(import) => {
+                        let conn = self.imported_conn(import)?;
+                        let (id, response) = self
+                            .once(conn, import.handle(), method, args, shape, discard)
+                            .await?;
+                        let mut response = response;
+                        let stream = response.stream.take();
+                        finish(self, Via::Conn(conn, id, stream), response)
+                    }
+                    Target::Local(service) => {
+                        self.invoke_local(service, method, args, shape, &finish)
+                            .await
+                    }
+                }
+            };
+            let timed = tokio::time::timeout(self.timeout, attempts);
+            // Entering a disabled span on every poll still costs: skip it.
+            let result = if span.is_disabled() {
+                timed.await
+            } else {
+                timed.instrument(span).await
+            };
+            result.map_err(|_| Error::Timeout {
+                after: self.timeout,
+            })?
+        }
+    }
+
+    /// A named object's call: on the client's live connection, sent again
+    /// when that is safe.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempts<A, Out, F>(
+        &self,
+        client: &Client,
+        method: u16,
+        args: A,
+        shape: Shape,
+        discard: Option<Discard>,
+        idempotent: bool,
+        finish: &F,
+    ) -> Result<Out, Error>
+    where
+        A: Serialize + Send,
+        F: Fn(&Self, Via<'_>, Response) -> Result<Out, Error>,
+    {
+        let mut attempt = 0;
+        // Why the last attempt did not run, if it did not.
+        let mut not_run: Option<Error> = None;
+        loop {
+            // A call sent again gets a connection the same way as a new one:
+            // following the reconnect policy. If there is none, a call the
+            // server refused fails with that refusal (`ShuttingDown`: it did
+            // not run), the root cause.
+            let link = match client.links().live().await {
+                Ok(link) => link,
+                Err(e) => return Err(not_run.take().unwrap_or(e)),
+            };
+            let handle = self.handle_on(&link).await?;
+            let sent = self
+                .send(&link.conn, handle, method, &args, shape, discard)
+                .await;
+            let (result, left) = match sent {
+                Ok(pending) => {
+                    let id = pending.id();
+                    (pending.response().await.map(|r| (id, r)), true)
+                }
+                Err(e) => (Err(e), false),
+            };
+            // The call never left, or the server says it did not run:
+            // sending it again (on a new connection) is safe for any method.
+            // If it may have run, only idempotent methods go again.
+            let not_run_now = (!left && result.as_ref().is_err_and(Error::is_connection_error))
+                || matches!(&result, Ok((_, r)) if r.status == Status::ShuttingDown)
+                || matches!(&result, Err(Error::ShuttingDown));
+            let retry =
+                not_run_now || matches!(&result, Err(e) if idempotent && e.is_connection_error());
+            if retry && attempt < MAX_RETRIES {
+                attempt += 1;
+                tracing::debug!(attempt, not_run = not_run_now, "sending the call again");
+                not_run = if not_run_now {
+                    Some(result.err().unwrap_or(Error::ShuttingDown))
+                } else {
+                    None
+                };
+                continue;
+            }
+            let (id, mut response) = result?;
+            let stream = response.stream.take();
+            return finish(self, Via::Conn(&link.conn, id, stream), response);
+        }
+    }
+
+    /// One request on one connection, answered.
+    async fn once<A>(
+        &self,
+        conn: &Arc<Connection>,
+        handle: u32,
+        method: u16,
+        args: A,
+        shape: Shape,
+        discard: Option<Discard>,
+    ) -> Result<(u64, Response), Error>
+    where
+        A: Serialize + Send,
+    {
+        let pending = self
+            .send(conn, handle, method, &args, shape, discard)
+            .await?;
+        let id = pending.id();
+        Ok((id, pending.response().await?))
+    }
+
+    /// Encodes the request for `conn` and queues it.
+    fn send<'c, A>(
+        &self,
+        conn: &'c Arc<Connection>,
+        handle: u32,
+        method: u16,
+        args: &A,
+        shape: Shape,
+        discard: Option<Discard>,
+    ) -> impl Future<Output = Result<crate::connection::PendingCall<'c>, Error>> + Send + 'c
+    where
+        A: Serialize + ?Sized,
+    {
+        // Encoded now, so the arguments are not borrowed across an await.
+        let frame = encode_request(conn, false, handle, method, self.deadline_ms(), args);
+        async move {
+            let pending = conn
+                .send_call(frame?, discard, matches!(shape, Shape::Stream))
+                .await?;
+            tracing::Span::current().record("id", pending.id());
+            Ok(pending)
+        }
+    }
+
+    /// A call to an object served by this process: no wire, the same
+    /// encoding (so it behaves as a remote call would).
+    async fn invoke_local<A, Out, F>(
+        &self,
+        service: &Arc<dyn Service>,
+        method: u16,
+        args: A,
+        shape: Shape,
+        finish: &F,
+    ) -> Result<Out, Error>
+    where
+        A: Serialize + Send,
+        F: Fn(&Self, Via<'_>, Response) -> Result<Out, Error>,
+    {
+        let reply = self.call_local(service, method, args).await?;
+        match (reply.0, shape) {
+            (Outcome::Frame(frame), _) => finish(self, Via::Local(None), local_response(frame)?),
+            (Outcome::Stream(source), Shape::Stream) => {
+                let opened = Response {
+                    status: Status::Ok,
+                    body: bytes::Bytes::new(),
+                    stream: None,
+                };
+                finish(self, Via::Local(Some(source)), opened)
+            }
+            (Outcome::Stream(_), Shape::Call) => Err(Error::Protocol {
+                detail: "a stream for a method that returns none".into(),
+            }),
+        }
+    }
+
+    async fn call_local<A>(
+        &self,
+        service: &Arc<dyn Service>,
+        method: u16,
+        args: A,
+    ) -> Result<crate::service::Reply, Error>
+    where
+        A: Serialize,
+    {
+        let bytes = wire::encode_to_vec(&args).map_err(encode_error)?;
+        drop(args);
+        let future = service
+            .call(method, &bytes::Bytes::from(bytes))
+            .map_err(|e| Error::BadRequest {
+                detail: format!("{e:?}"),
+            })?;
+        Ok(future.await)
+    }
+
+    /// Looks the object up now (on the client's live connection), so a wrong
+    /// name or trait fails here rather than at the first call.
+    pub(crate) async fn resolve_now(&self) -> Result<(), Error> {
+        let Target::Named { client, .. } = &self.target else {
+            return Ok(());
+        };
+        tokio::time::timeout(self.timeout, async {
+            let link = client.links().live().await?;
+            self.handle_on(&link).await.map(|_| ())
+        })
+        .await
+        .map_err(|_| Error::Timeout {
+            after: self.timeout,
+        })?
+    }
+
+    /// The object's handle on this connection, looking it up (and checking
+    /// the trait) once per connection.
+    async fn handle_on(&self, link: &Link) -> Result<u32, Error> {
+        let Target::Named { cached, .. } = &self.target else {
+            return Err(Error::Protocol {
+                detail: "only named objects are looked up".into(),
+            });
+        };
+        let cached = cached.load(Ordering::Acquire);
+        if cached >> 32 == u64::from(link.generation) {
+            return Ok(cached as u32);
+        }
+        // Once per connection: kept out of line.
+        Box::pin(self.resolve(link)).await
+    }
+
+    async fn resolve(&self, link: &Link) -> Result<u32, Error> {
+        let Target::Named { name, cached, .. } = &self.target else {
+            return Err(Error::Protocol {
+                detail: "only named objects are looked up".into(),
+            });
+        };
+        let request = ResolveRequest::new(name, self.descriptor);
+        let (_, response) = self
+            .once(
+                &link.conn,
+                wire::SYSTEM_OBJECT,
+                wire::SYSTEM_RESOLVE,
+                request,
+                Shape::Call,
+                None,
+            )
+            .await?;
+        let handle: u32 = match response.status {
+            Status::Ok => decode_body(Some(&link.conn), &response)?,
+            other => return Err(self.status_error(other, &response.body)),
+        };
+        cached.store(
+            (u64::from(link.generation) << 32) | u64::from(handle),
+            Ordering::Release,
+        );
+        Ok(handle)
+    }
+
+    fn status_error(&self, status: Status, body: &[u8]) -> Error {
+        match status {
+            Status::DeadlineExceeded => Error::Timeout {
+                after: self.timeout,
+            },
+            other => Error::from_status(other, body, self.name()),
+        }
+    }
+}
+
+/// The server's directory, through `client`.
+pub(super) async fn directory(client: &Client) -> Result<Vec<ObjectInfo>, Error> {
+    let timeout = client.call_timeout();
+    let deadline_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    let list = async {
+        let link = client.links().live().await?;
+        let frame = encode_request(
+            &link.conn,
+            false,
+            wire::SYSTEM_OBJECT,
+            wire::SYSTEM_LIST,
+            deadline_ms,
+            &(),
+        )?;
+        let response = link
+            .conn
+            .send_call(frame, None, false)
+            .await?
+            .response()
+            .await?;
+        match response.status {
+            Status::Ok => decode_body(Some(&link.conn), &response),
+            other => Err(Error::Protocol {
+                detail: format!("the directory answered with status {other:?}"),
+            }),
+        }
+    };
+    tokio::time::timeout(timeout, list)
+        .await
+        .map_err(|_| Error::Timeout { after: timeout })?
+}
+
+/// A request frame for `conn`, its arguments encoded in its scope (remote
+/// objects among them are exported on it) and stopped at its peer's limit.
+fn encode_request<A: Serialize + ?Sized>(
+    conn: &Arc<Connection>,
+    oneway: bool,
+    handle: u32,
+    method: u16,
+    deadline_ms: u32,
+    args: &A,
+) -> Result<FrameBuf, Error> {
+    scope::with(&conn.scope(), || {
+        FrameBuf::request(
+            oneway,
+            handle,
+            method,
+            deadline_ms,
+            args,
+            conn.peer_max_frame,
+        )
+    })
+    .map_err(encode_error)
+}
+
+fn encode_error(e: EncodeError) -> Error {
+    if let Some(detail) = scope::take_refusal() {
+        return Error::Overloaded { detail };
+    }
+    match e {
+        EncodeError::TooLarge { size, limit } => Error::FrameTooLarge { size, limit },
+        other => Error::Encode {
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Decodes a response's body, in `conn`'s scope if it came over one.
+fn decode_body<T: DeserializeOwned>(
+    conn: Option<&Arc<Connection>>,
+    response: &Response,
+) -> Result<T, Error> {
+    let decode = || wire::decode_shared(&response.body);
+    let decoded = match conn {
+        Some(conn) => scope::with(&conn.scope(), decode),
+        None => decode(),
+    };
+    decoded.map_err(|e| Error::Decode {
+        detail: e.to_string(),
+    })
+}
+
+/// The response frame of a local call, as if received.
+fn local_response(frame: FrameBuf) -> Result<Response, Error> {
+    let bytes = frame.into_frame().to_contiguous();
+    match wire::parse(bytes.slice(wire::LENGTH_PREFIX..)) {
+        Ok(wire::Message::Response { status, body, .. }) => Ok(Response {
+            status,
+            body,
+            stream: None,
+        }),
+        _ => Err(Error::Protocol {
+            detail: "a local call produced no response".into(),
+        }),
+    }
+}
+
+/// Decodes and drops a late reply of a method returning `R`.
+fn discard_reply<R: DeserializeOwned>(conn: &Arc<Connection>, response: &Response) {
+    if response.status == Status::Ok {
+        let _ = decode_body::<R>(Some(conn), response);
+    }
+}
+
+/// Decodes and drops a late reply of a method returning `Result<T, E>`.
+fn discard_result<T: DeserializeOwned, E: DeserializeOwned>(
+    conn: &Arc<Connection>,
+    response: &Response,
+) {
+    match response.status {
+        Status::Ok => {
+            let _ = decode_body::<T>(Some(conn), response);
+        }
+        Status::AppError => {
+            let _ = decode_body::<E>(Some(conn), response);
+        }
+        _ => {}
+    }
+}

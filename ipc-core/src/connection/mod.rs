@@ -1,0 +1,363 @@
+//! One connection, either side. Both peers run the same machinery: each can
+//! call the other (`calls`), serve the other's calls (`dispatch`, with the
+//! calls running as tasks in `in_flight`), produce and consume server-push
+//! streams (`streams`), and export objects to the other (`exports`). The
+//! server and the client add only their own loop around it: accepting,
+//! limits and shutdown on one side, reconnecting and proxies on the other.
+//!
+//! Every frame that arrives goes through [`Connection::on_frame`], on the
+//! connection's reader task, in order.
+
+mod calls;
+mod dispatch;
+mod exports;
+mod handshake;
+mod in_flight;
+mod streams;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use bytes::BytesMut;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ConnectionConfig;
+use crate::error::Error;
+use crate::outbox::Outbox;
+use crate::scope::Scope;
+use crate::service::{Reply, Service};
+use crate::transport::BoxedWrite;
+use crate::wire::{self, FrameBuf, Message, Request};
+
+pub(crate) use calls::{Discard, PendingCall, Response};
+pub(crate) use exports::Import;
+pub(crate) use handshake::{
+    Frames, Handshake, handshake_as_client, handshake_as_server, io_to_protocol,
+};
+pub(crate) use streams::{Inbox, Received, Receiver};
+
+use exports::Exports;
+use in_flight::InFlight;
+use streams::Consumers;
+
+/// Why the connection ended; turned into an [`Error`] for each pending call.
+#[derive(Debug, Clone)]
+pub(crate) enum Closure {
+    /// The peer closed its side in an orderly way.
+    PeerClosed,
+    /// Anything else: an I/O error, a protocol violation, a stall.
+    Lost(String),
+    /// This side, or the peer, shut down gracefully.
+    ShuttingDown,
+}
+
+impl Closure {
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            Self::PeerClosed => Error::ConnectionLost {
+                reason: "the peer closed the connection".into(),
+            },
+            Self::Lost(reason) => Error::ConnectionLost {
+                reason: reason.clone(),
+            },
+            Self::ShuttingDown => Error::ShuttingDown,
+        }
+    }
+}
+
+/// Counts summed over connections (a server's, for its stats), each taken
+/// and given back by a guard.
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    /// Incoming calls running (handler futures alive).
+    pub(crate) in_flight: AtomicUsize,
+    /// Bytes queued for sending and not yet written.
+    pub(crate) buffered: Arc<AtomicUsize>,
+    /// Streams being produced.
+    pub(crate) streams: AtomicUsize,
+    /// Objects exported.
+    pub(crate) objects: AtomicUsize,
+}
+
+/// An object this side serves, as a request finds it.
+#[derive(Clone)]
+pub(crate) struct Target {
+    /// Its name, for logs and the call context.
+    pub(crate) name: Arc<str>,
+    pub(crate) service: Arc<dyn Service>,
+}
+
+/// What one side serves by name: a server's exposed objects and its system
+/// object. A client serves nothing by name (only what it exports).
+pub(crate) trait Host: Send + Sync + 'static {
+    /// The named object with this handle (below [`wire::EXPORT_BASE`]).
+    fn named(&self, handle: u32) -> Option<Target>;
+    /// A call to the system object (handle 0).
+    fn system(&self, conn: &Arc<Connection>, request: &Request) -> Reply;
+}
+
+/// A side that serves nothing by name.
+pub(crate) struct NoHost;
+
+impl Host for NoHost {
+    fn named(&self, _: u32) -> Option<Target> {
+        None
+    }
+
+    fn system(&self, _: &Arc<Connection>, _: &Request) -> Reply {
+        Reply::error(
+            wire::Status::UnknownObject,
+            "this peer exposes no objects by name",
+        )
+    }
+}
+
+/// Who is on the other end and how to reach this connection, for logs and
+/// [`crate::CallContext`].
+pub(crate) struct Labels {
+    /// The peer's address, as this side sees it.
+    pub(crate) peer: String,
+    /// This end's address (`IP:PORT`, `unix:PATH` or `io`).
+    pub(crate) local: String,
+    /// Unique within the process's connections of this side.
+    pub(crate) id: u64,
+}
+
+/// Shared state of one live connection.
+pub(crate) struct Connection {
+    pub(crate) outbox: Outbox,
+    pub(crate) config: ConnectionConfig,
+    /// The largest frame the peer accepts (from its handshake, clamped).
+    pub(crate) peer_max_frame: usize,
+    /// Who is on the other end, for logs and the call context.
+    pub(crate) peer: Arc<str>,
+    /// This end's address.
+    pub(crate) local: String,
+    /// Numbers connections for [`crate::CallContext::connection_id`].
+    pub(crate) id: u64,
+    host: Arc<dyn Host>,
+    gauges: Arc<Gauges>,
+    /// Calls this side made, waiting for their responses.
+    calls: calls::Calls,
+    going_away: AtomicBool,
+    /// The highest request id the peer said it read (from its last
+    /// go-away); `u64::MAX` until it says.
+    peer_last_read: AtomicU64,
+    /// The highest request id read from the peer (ids must increase).
+    last_read: AtomicU64,
+    /// Incoming calls running as tasks.
+    in_flight: Arc<InFlight>,
+    /// Every task that serves this connection (handlers, stream producers).
+    pub(crate) handlers: TaskTracker,
+    consumers: Consumers,
+    exports: Exports,
+    /// Set when a call finishes, so an idle timer counts from then.
+    activity: AtomicBool,
+    /// What keeps the connection open: a client's connection closes when
+    /// neither the client nor any proxy to an object imported on it holds
+    /// it any more. A server's has one hold that is never given back.
+    holds: AtomicUsize,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        config: &ConnectionConfig,
+        peer_max_frame: usize,
+        labels: Labels,
+        host: Arc<dyn Host>,
+        gauges: Arc<Gauges>,
+        holds: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            outbox: Outbox::new(config.write_buffer, gauges.buffered.clone()),
+            config: config.clone(),
+            peer_max_frame,
+            peer: Arc::from(labels.peer),
+            local: labels.local,
+            id: labels.id,
+            host,
+            gauges,
+            calls: calls::Calls::default(),
+            going_away: AtomicBool::new(false),
+            peer_last_read: AtomicU64::new(u64::MAX),
+            last_read: AtomicU64::new(0),
+            in_flight: Arc::default(),
+            handlers: TaskTracker::new(),
+            consumers: Consumers::default(),
+            exports: Exports::default(),
+            activity: AtomicBool::new(false),
+            holds: AtomicUsize::new(holds),
+        })
+    }
+
+    /// Keeps the connection open until [`Connection::unhold`].
+    pub(crate) fn hold(&self) {
+        self.holds.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Gives back a hold; the last one closes the connection (its queued
+    /// frames are still sent).
+    pub(crate) fn unhold(&self) {
+        if self.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.outbox.close();
+        }
+    }
+
+    /// The scope in which values for this connection are encoded and decoded.
+    pub(crate) fn scope(self: &Arc<Self>) -> Scope {
+        Scope {
+            peer_max_frame: self.peer_max_frame,
+            conn: self.clone() as Arc<dyn Any + Send + Sync>,
+            context: None,
+        }
+    }
+
+    /// The connection of the current scope, if any.
+    pub(crate) fn current() -> Option<Arc<Self>> {
+        crate::scope::current()?.conn.downcast::<Self>().ok()
+    }
+
+    /// Whether new calls may start here: open, and the peer is not going away.
+    pub(crate) fn takes_calls(&self) -> bool {
+        !self.is_going_away() && !self.outbox.is_closed() && !self.is_closed()
+    }
+
+    /// The error a call gets when this connection cannot take it.
+    pub(crate) fn refusal(&self) -> Error {
+        match self.calls.closure() {
+            Some(c) => c.to_error(),
+            None if self.is_going_away() => Error::ShuttingDown,
+            None => Error::ConnectionLost {
+                reason: "the connection is closed".into(),
+            },
+        }
+    }
+
+    /// Whether the peer announced it is going away.
+    pub(crate) fn is_going_away(&self) -> bool {
+        self.going_away.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.calls.closure().is_some()
+    }
+
+    /// Whether anything keeps this connection busy although no frame moves:
+    /// calls running, streams open, or objects exported either way.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.in_flight.len() > 0
+            || self.in_flight.streams() > 0
+            || self.consumers.len() > 0
+            || self.exports.len() > 0
+            || self.calls.len() > 0
+    }
+
+    /// Takes and clears the "a call finished" flag.
+    pub(crate) fn take_activity(&self) -> bool {
+        self.activity.swap(false, Ordering::Relaxed)
+    }
+
+    /// The highest request id read from the peer.
+    pub(crate) fn last_read(&self) -> u64 {
+        self.last_read.load(Ordering::Relaxed)
+    }
+
+    /// Handles one incoming frame. `draining`: refuse new calls (this side is
+    /// shutting down). An error means the peer broke the protocol (or
+    /// stopped reading past the stall timeout): close the connection.
+    pub(crate) async fn on_frame(
+        self: &Arc<Self>,
+        frame: BytesMut,
+        draining: bool,
+    ) -> Result<(), Error> {
+        let message = wire::parse(frame.freeze()).map_err(|e| Error::Protocol {
+            detail: e.to_string(),
+        })?;
+        match message {
+            Message::Response { id, status, body } => self.on_response(id, status, body),
+            Message::Request(request) => self.on_request(request, draining).await,
+            Message::Cancel { id } => {
+                self.on_cancel(id);
+                Ok(())
+            }
+            Message::GoAway { last_request, .. } => {
+                tracing::debug!(peer = %self.peer, ?last_request, "peer is going away");
+                if let Some(last) = last_request {
+                    self.peer_last_read.store(last, Ordering::Release);
+                }
+                self.going_away.store(true, Ordering::Release);
+                Ok(())
+            }
+            Message::StreamItem { id, item } => self.on_stream_item(id, item),
+            Message::StreamEnd { id, status, body } => self.on_stream_end(id, status, body),
+            Message::Credit { id, bytes } => self.on_credit(id, bytes),
+            Message::Release { handle } => self.on_release(handle),
+            Message::Hello(_) => Err(Error::Protocol {
+                detail: "a second hello on an established connection".into(),
+            }),
+        }
+    }
+
+    /// Starts a graceful shutdown of this side: tells the peer, ends the
+    /// streams this side produces, and takes no new handler tasks. The
+    /// connection is drained once `handlers.wait()` completes.
+    pub(crate) fn begin_drain(&self) {
+        let _ = self
+            .outbox
+            .push_now(FrameBuf::go_away(wire::GOAWAY_SHUTDOWN));
+        for id in self.in_flight.end_streams() {
+            let end = FrameBuf::stream_end(id, wire::Status::ShuttingDown, &());
+            let _ = self.outbox.push_now(end);
+        }
+        self.handlers.close();
+    }
+
+    /// The last frame of a drained connection: the highest request id read,
+    /// so the peer knows which of its requests did not run.
+    pub(crate) fn say_goodbye(&self) {
+        let last = FrameBuf::go_away_after(wire::GOAWAY_SHUTDOWN, self.last_read());
+        let _ = self.outbox.push_now(last);
+    }
+
+    /// Ends everything on this connection: pending calls and streams fail
+    /// with `closure`'s error, running handlers and producers are dropped,
+    /// exported objects are released, and no frame is queued any more.
+    pub(crate) fn close(&self, closure: Closure) {
+        self.calls
+            .fail_all(&closure, self.peer_last_read.load(Ordering::Acquire));
+        self.consumers.fail_all(&closure);
+        self.in_flight.abort_all();
+        self.exports.clear(&self.gauges);
+        self.outbox.close();
+    }
+}
+
+/// Spawns the writer task of a connection.
+pub(crate) fn spawn_writer(
+    conn: &Arc<Connection>,
+    write: BoxedWrite,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    /// Releases the outbox's bytes if the task is dropped before it first
+    /// runs (a writer that runs does so itself): it exists before the task.
+    struct Unstarted(Option<Arc<Connection>>);
+    impl Drop for Unstarted {
+        fn drop(&mut self) {
+            if let Some(conn) = self.0.take() {
+                conn.outbox.release_all();
+            }
+        }
+    }
+    let mut unstarted = Unstarted(Some(conn.clone()));
+    tokio::spawn(async move {
+        let Some(conn) = unstarted.0.take() else {
+            return Ok(());
+        };
+        let r = crate::outbox::run_writer(&conn.outbox, write).await;
+        if let Err(e) = &r {
+            tracing::debug!(peer = %conn.peer, error = %e, "write failed");
+        }
+        r
+    })
+}

@@ -1,0 +1,137 @@
+//! Which connection the value being encoded or decoded travels on.
+//!
+//! Most values do not care. Two do: a [`crate::Remote`] object is exported
+//! on (or imported from) one connection, and a reply must stop encoding at
+//! the receiving peer's frame limit. The connection machinery enters a scope
+//! around every encode and decode it does — a call's arguments, a reply, a
+//! stream item — and around every poll of a handler's future (which encodes
+//! its own reply), so serde impls deep inside a value can find out.
+//!
+//! The connection is kept as `dyn Any`: this module sits below the
+//! connection layer and must not name it.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::context::CallContext;
+
+/// The connection of the current encode or decode.
+#[derive(Clone)]
+pub(crate) struct Scope {
+    /// The largest frame the receiving peer accepts.
+    pub(crate) peer_max_frame: usize,
+    /// The connection itself (a `connection::Connection`).
+    pub(crate) conn: Arc<dyn Any + Send + Sync>,
+    /// The call being served, inside a handler.
+    pub(crate) context: Option<CallContext>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Scope>> = const { RefCell::new(None) };
+}
+
+/// Restores the previous scope when dropped.
+pub(crate) struct Entered(Option<Scope>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// Makes `scope` current until the returned guard is dropped.
+pub(crate) fn enter(scope: Scope) -> Entered {
+    Entered(CURRENT.with(|c| c.borrow_mut().replace(scope)))
+}
+
+/// Runs `f` with `scope` current.
+pub(crate) fn with<R>(scope: &Scope, f: impl FnOnce() -> R) -> R {
+    let _entered = enter(scope.clone());
+    f()
+}
+
+/// The current scope, if any.
+pub(crate) fn current() -> Option<Scope> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// The call being served, if the current scope is a handler's.
+pub(crate) fn context() -> Option<CallContext> {
+    CURRENT.with(|c| c.borrow().as_ref().and_then(|s| s.context.clone()))
+}
+
+/// The receiving peer's frame limit, or the protocol's cap outside a scope
+/// (a local call: nothing crosses a wire).
+pub(crate) fn peer_max_frame() -> usize {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map_or(crate::wire::MAX_FRAME_SIZE_CAP, |s| s.peer_max_frame)
+    })
+}
+
+/// A future polled with a scope entered at every poll. The scope moves into
+/// the thread-local for the poll and back out after it: no copy per poll.
+pub(crate) struct Scoped<F> {
+    scope: Option<Scope>,
+    inner: F,
+}
+
+impl<F> Scoped<F> {
+    pub(crate) fn new(scope: Scope, inner: F) -> Self {
+        Self {
+            scope: Some(scope),
+            inner,
+        }
+    }
+}
+
+/// Puts the scope back into its future when the poll ends (even by a panic).
+struct Lent<'a> {
+    home: &'a mut Option<Scope>,
+    previous: Option<Scope>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        *self.home = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), previous));
+    }
+}
+
+impl<F: Future + Unpin> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let lent = this.scope.take();
+        let previous = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), lent));
+        let _back = Lent {
+            home: &mut this.scope,
+            previous,
+        };
+        Pin::new(&mut this.inner).poll(cx)
+    }
+}
+
+thread_local! {
+    /// Why the last export in this scope was refused (a limit), so the
+    /// failed encode can be reported as `Overloaded` rather than as a
+    /// failure of the value's `Serialize` impl.
+    static REFUSED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Records that an export was refused for lack of room.
+pub(crate) fn refuse(detail: String) {
+    REFUSED.with(|r| *r.borrow_mut() = Some(detail));
+}
+
+/// Takes the refusal recorded by the last failed export, if any.
+pub(crate) fn take_refusal() -> Option<String> {
+    REFUSED.with(|r| r.borrow_mut().take())
+}

@@ -1,0 +1,286 @@
+//! Serving one connection: the handshake, the read loop (with draining on
+//! shutdown and the idle timer), the lingering close, and what the server
+//! serves by name (its objects and the system object).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+use tracing::Instrument;
+
+use super::Shared;
+use super::accept::ConnectionSlot;
+use crate::connection::{self, Closure, Connection, Host, Labels, Target};
+use crate::error::Error;
+use crate::object::{ObjectInfo, ResolveRequest};
+use crate::service::{Reply, Service};
+use crate::transport::Stream;
+use crate::wire::{self, Request, Status};
+
+/// Closes a connection when dropped, however its task ends (even by a
+/// panic): nothing waits on a dead connection.
+struct CloseOnDrop(Arc<Connection>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0
+            .close(Closure::Lost("the server ended the connection".into()));
+    }
+}
+
+/// What a server connection serves by name.
+struct ServerHost {
+    shared: Arc<Shared>,
+    /// Per object handle: the service this connection calls (the shared one,
+    /// or its own instance for per-connection objects), set on first use.
+    instances: Vec<OnceLock<Arc<dyn Service>>>,
+}
+
+impl Host for ServerHost {
+    fn named(&self, handle: u32) -> Option<Target> {
+        let i = usize::try_from(handle).ok()?.checked_sub(1)?;
+        let exposed = self.shared.objects.get(i)?;
+        // Per-connection objects get their instance on first use.
+        let service = self.instances.get(i)?.get_or_init(|| {
+            exposed
+                .service
+                .for_connection()
+                .unwrap_or_else(|| exposed.service.clone())
+        });
+        Some(Target {
+            name: exposed.name.clone(),
+            service: service.clone(),
+        })
+    }
+
+    /// Method 0 resolves a name to a handle, method 1 lists the directory.
+    fn system(&self, _: &Arc<Connection>, request: &Request) -> Reply {
+        match request.method {
+            wire::SYSTEM_RESOLVE => self.resolve(request),
+            wire::SYSTEM_LIST => {
+                let list: Vec<ObjectInfo> = self
+                    .shared
+                    .objects
+                    .iter()
+                    .map(|o| ObjectInfo::new(&o.name, o.service.descriptor()))
+                    .collect();
+                Reply::value(&list)
+            }
+            other => Reply::error(
+                Status::UnknownMethod,
+                &format!("the system object has no method #{other}"),
+            ),
+        }
+    }
+}
+
+impl ServerHost {
+    fn resolve(&self, request: &Request) -> Reply {
+        let lookup: ResolveRequest = match wire::decode(&request.args) {
+            Ok(l) => l,
+            Err(e) => return Reply::error(Status::BadRequest, &e.to_string()),
+        };
+        let Some(&handle) = self.shared.by_name.get(&lookup.name) else {
+            return Reply::error(Status::UnknownObject, &lookup.name);
+        };
+        let exposed = usize::try_from(handle)
+            .ok()
+            .and_then(|h| h.checked_sub(1))
+            .and_then(|i| self.shared.objects.get(i));
+        let Some(exposed) = exposed else {
+            return Reply::error(Status::UnknownObject, &lookup.name);
+        };
+        match exposed.service.descriptor().mismatch(&lookup) {
+            None => Reply::value(&handle),
+            Some(mismatch) => Reply::encoded(Status::TraitMismatch, &mismatch),
+        }
+    }
+}
+
+/// Serves one accepted connection until it ends.
+pub(super) async fn serve(slot: ConnectionSlot, stream: Stream) {
+    let shared = slot.0.clone();
+    let span = tracing::debug_span!("ipc.conn", peer = %stream.peer);
+    let _slot = slot;
+    let work = async {
+        let handshake = tokio::select! {
+            r = tokio::time::timeout(
+                shared.config.handshake_timeout,
+                connection::handshake_as_server(stream, &shared.config),
+            ) => r,
+            _ = shared.token.cancelled() => return,
+        };
+        let handshake = match handshake {
+            Ok(Ok(handshake)) => handshake,
+            // Connecting and leaving without a word is what health checks
+            // and liveness probes do: not worth a warning.
+            Ok(Err(e @ Error::ConnectionLost { .. })) => {
+                tracing::debug!(error = %e, "peer left before the handshake");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "handshake failed; closing connection");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("handshake timed out; closing connection");
+                return;
+            }
+        };
+        let peer_limit = handshake.peer_limit();
+        let connection::Handshake {
+            mut frames,
+            write,
+            peer,
+            local,
+            ..
+        } = handshake;
+        let host = ServerHost {
+            shared: shared.clone(),
+            instances: shared.objects.iter().map(|_| OnceLock::new()).collect(),
+        };
+        let id = shared
+            .next_connection_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let conn = Connection::new(
+            &shared.config,
+            peer_limit,
+            Labels { peer, local, id },
+            Arc::new(host),
+            shared.gauges.connection.clone(),
+            1,
+        );
+        let writer = connection::spawn_writer(&conn, write);
+        let _close = CloseOnDrop(conn.clone());
+        let closure = run(&shared, &conn, &mut frames).await;
+        tracing::debug!(?closure, "connection closing");
+        let graceful = matches!(closure, Closure::ShuttingDown);
+        conn.close(closure);
+        let abort = writer.abort_handle();
+        let flushed = tokio::select! {
+            w = writer => matches!(w, Ok(Ok(()))),
+            _ = shared.hard_stop.cancelled() => {
+                abort.abort();
+                false
+            }
+        };
+        if graceful && flushed {
+            tokio::select! {
+                // Bounded by the grace period: by its end during a shutdown
+                // (the hard stop), and by its length after an idle close.
+                _ = linger(&mut frames, shared.grace_period) => {}
+                _ = shared.hard_stop.cancelled() => {}
+            }
+        }
+    };
+    if span.is_disabled() {
+        work.await;
+    } else {
+        work.instrument(span).await;
+    }
+}
+
+/// Reads and handles frames until the peer leaves, the protocol breaks, or
+/// a shutdown has drained the connection.
+async fn run(shared: &Shared, conn: &Arc<Connection>, frames: &mut connection::Frames) -> Closure {
+    let mut draining = false;
+    let idle = shared.limits.idle_timeout;
+    let idle_timer = tokio::time::sleep(idle.unwrap_or(Duration::MAX));
+    tokio::pin!(idle_timer);
+    // Whether a frame arrived since the idle timer was last armed. The
+    // timer is re-armed only when it fires, not on every frame, so a
+    // connection closes between one and two idle periods after it fell quiet.
+    let mut traffic = false;
+    // Made once: a fresh `cancelled()` per frame would lock the token.
+    let hard_stop = shared.hard_stop.cancelled();
+    tokio::pin!(hard_stop);
+    let shutdown = shared.token.cancelled();
+    tokio::pin!(shutdown);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = &mut hard_stop => return Closure::ShuttingDown,
+            _ = &mut shutdown, if !draining => {
+                draining = true;
+                conn.begin_drain();
+                continue;
+            }
+            _ = conn.handlers.wait(), if draining => {
+                conn.say_goodbye();
+                return Closure::ShuttingDown;
+            }
+            _ = &mut idle_timer, if idle.is_some() && !draining => {
+                let recently_busy = std::mem::take(&mut traffic) | conn.take_activity();
+                if !recently_busy && !conn.is_busy() {
+                    tracing::debug!("idle timeout; closing connection");
+                    draining = true;
+                    conn.begin_drain();
+                } else if conn.outbox.stalled() {
+                    // Replies queued a whole period and none written: the
+                    // peer stopped reading. Free its slot.
+                    tracing::warn!("the peer stopped reading; closing connection");
+                    return Closure::Lost("the peer stopped reading".into());
+                } else if let Some(idle) = idle {
+                    idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                continue;
+            }
+            f = frames.next() => f,
+        };
+        traffic = true;
+        let frame = match frame {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                let e = connection::io_to_protocol(e);
+                tracing::warn!(error = %e, "closing connection");
+                return Closure::Lost(e.to_string());
+            }
+            None => {
+                tracing::debug!("peer closed the connection");
+                return Closure::PeerClosed;
+            }
+        };
+        // Handling a request may wait for room to reply; that wait ends at
+        // the grace deadline.
+        let handled = tokio::select! {
+            biased;
+            _ = &mut hard_stop => return Closure::ShuttingDown,
+            h = conn.on_frame(frame, draining) => h,
+        };
+        if let Err(e) = handled {
+            tracing::warn!(error = %e, "closing connection");
+            return Closure::Lost(e.to_string());
+        }
+    }
+}
+
+/// Most bytes a closing connection reads and discards after its last frame
+/// (read into one small buffer: this bounds work, not memory).
+const LINGER_BYTES: usize = 1 << 30;
+
+/// A closing connection whose peer sends nothing for this long is closed
+/// without waiting further for the peer to close its side.
+const LINGER_QUIET: Duration = Duration::from_millis(250);
+
+/// After the last go-away is written and the write side shut down: reads and
+/// discards what the peer still sends until it closes its side (it has read
+/// our end of stream) or falls quiet for [`LINGER_QUIET`], for at most
+/// `limit` and [`LINGER_BYTES`]. Closing a socket while the peer is still
+/// sending makes the kernel answer with a reset, which discards our last
+/// frames (the go-away among them) before the peer has read them.
+async fn linger(frames: &mut connection::Frames, limit: Duration) {
+    let mut discarded = frames.read_buffer().len();
+    let read = frames.get_mut();
+    let mut sink = [0u8; 8 * 1024];
+    let _ = tokio::time::timeout(limit, async {
+        while discarded <= LINGER_BYTES {
+            match tokio::time::timeout(LINGER_QUIET, read.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                // End of stream, an error, or a quiet peer.
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
