@@ -22,6 +22,8 @@ use std::process::ExitCode;
 
 use ipc_core::{Address, DEFAULT_ADDR, expose};
 
+pub mod chat;
+
 /// A remote interface with one method. `#[expose]` also generates
 /// `GreeterServer<T>`, which serves an implementation, and `GreeterProxy`,
 /// which calls one from another process.

@@ -19,6 +19,8 @@ const DEADLINE: Duration = Duration::from_secs(10);
 struct Running {
     name: &'static str,
     child: Child,
+    /// The child's standard input, if it was piped.
+    stdin: Option<std::process::ChildStdin>,
     /// Lines of stdout as they are printed; disconnected at end of output.
     stdout: mpsc::Receiver<String>,
     stderr: Option<thread::JoinHandle<String>>,
@@ -26,10 +28,15 @@ struct Running {
 
 impl Running {
     fn spawn(name: &'static str, path: &str, args: &[&str]) -> Self {
+        Self::spawn_with(name, path, args, false)
+    }
+
+    /// As [`Running::spawn`], with standard input piped (see [`Running::say`]).
+    fn spawn_with(name: &'static str, path: &str, args: &[&str], piped: bool) -> Self {
         let mut child = Command::new(path)
             .args(args)
             .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
+            .stdin(if piped { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -50,11 +57,36 @@ impl Running {
             let _ = err.read_to_string(&mut s);
             s
         });
+        let stdin = child.stdin.take();
         Self {
             name,
             child,
+            stdin,
             stdout,
             stderr: Some(stderr),
+        }
+    }
+
+    /// Writes a line to the child's standard input.
+    fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin is piped");
+        writeln!(stdin, "{line}").expect("write to stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    /// Closes the child's standard input (end of input).
+    fn hang_up(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Reads lines until one equals `want`, failing on a hang or end of output.
+    fn expect_line(&mut self, want: &str) {
+        loop {
+            let line = self.next_line();
+            if line == want {
+                return;
+            }
         }
     }
 
@@ -404,4 +436,76 @@ fn demo_runs_to_completion_showing_the_typed_errors() {
         out.stdout
     );
     assert!(out.stdout.contains("stopped gracefully"), "{}", out.stdout);
+}
+
+fn chat(args: &[&str]) -> Running {
+    Running::spawn_with("chat", env!("CARGO_BIN_EXE_chat"), args, true)
+}
+
+#[test]
+fn chat_runs_its_scripted_members_to_completion() {
+    let out = run("chat", env!("CARGO_BIN_EXE_chat"), &[]);
+    assert!(
+        out.status.success(),
+        "{:?}; stderr: {}",
+        out.status,
+        out.stderr
+    );
+    assert_eq!(
+        out.stdout,
+        "alice got: alice: hi bob\n\
+         alice got: bob: hi alice\n\
+         alice got: alice: see you\n\
+         bob got: alice: hi bob\n\
+         bob got: bob: hi alice\n\
+         bob got: alice: see you\n"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn chat_members_in_separate_processes_see_every_message_in_order() {
+    let mut room = chat(&["serve", "--addr", "127.0.0.1:0"]);
+    let line = room.next_line();
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"))
+        .to_owned();
+    // The directory shows which methods take objects.
+    let listed = hello_client(&["--addr", &addr, "--list"]);
+    assert!(
+        listed.stdout.contains(
+            "    join(String,Remote<MemberProxy>)->Result<u64,ChatError> [takes objects]\n"
+        ),
+        "{}",
+        listed.stdout
+    );
+    let mut alice = chat(&["join", "--addr", &addr, "alice"]);
+    alice.expect_line("joined as alice");
+    let mut bob = chat(&["join", "--addr", &addr, "bob"]);
+    bob.expect_line("joined as bob");
+
+    alice.say("hello from alice");
+    alice.expect_line("alice got: alice: hello from alice");
+    bob.expect_line("bob got: alice: hello from alice");
+    bob.say("hello from bob");
+    bob.expect_line("bob got: bob: hello from bob");
+    alice.expect_line("alice got: bob: hello from bob");
+
+    for member in [&mut alice, &mut bob] {
+        member.hang_up();
+        let status = member.wait(DEADLINE);
+        assert!(
+            status.success(),
+            "{status:?}; stderr: {}",
+            member.finish_stderr()
+        );
+    }
+    room.terminate();
+    let status = room.wait(Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "{status:?}; stderr: {}",
+        room.finish_stderr()
+    );
 }

@@ -390,3 +390,131 @@ fn assert_string_body(body: &[u8]) {
     assert_eq!(u64::from_le_bytes(len) as usize, body.len() - 8);
     assert!(std::str::from_utf8(&body[8..]).is_ok_and(|s| !s.is_empty()));
 }
+
+/// A factory of objects, for attacks on exported-object handles.
+#[ipc_core::expose]
+pub trait Tokens {
+    /// A new object, exported to the caller.
+    async fn token(&self) -> ipc_core::Remote<GreeterProxy>;
+}
+
+struct TokenMaker;
+
+impl Tokens for TokenMaker {
+    async fn token(&self) -> ipc_core::Remote<GreeterProxy> {
+        ipc_core::Remote::new(GreeterServer::new(Hello))
+    }
+}
+
+/// Handle 4 in the scene: the `Tokens` factory.
+const TOKENS: u32 = 4;
+const KIND_STREAM_ITEM: u8 = 6;
+const KIND_STREAM_END: u8 = 7;
+const KIND_CREDIT: u8 = 8;
+const KIND_RELEASE: u8 = 9;
+const STATUS_UNKNOWN_OBJECT: u8 = 16;
+
+/// Asks the factory for an object; its handle.
+async fn exported_handle(raw: &mut Raw, id: u64) -> u32 {
+    let reply = raw.call(id, TOKENS, 0, &[]).await;
+    let (status, body) = reply.response();
+    assert_eq!(status, STATUS_OK, "{reply:?}");
+    let handle = u32::from_le_bytes(body.try_into().unwrap());
+    assert!(
+        handle >= 1 << 31,
+        "exported handles start at 2^31: {handle}"
+    );
+    handle
+}
+
+#[tokio::test]
+async fn stream_frames_for_streams_that_were_never_opened_close_the_connection() {
+    within(20, async {
+        for frame in [
+            raw::frame(KIND_STREAM_ITEM, 99, &7u64.to_le_bytes()),
+            raw::frame(KIND_STREAM_END, 99, &[0]),
+            raw::frame(KIND_CREDIT, 99, &4096u32.to_le_bytes()),
+        ] {
+            let scene = scene(|b| b.expose(TokensServer::new(TokenMaker))).await;
+            let mut raw = Raw::handshaken(&scene.server).await;
+            raw.assert_add_works(1, 1).await;
+            raw.send(&frame).await;
+            raw.expect_closed().await;
+            scene.assert_unharmed().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn releasing_an_object_never_exported_closes_the_connection() {
+    within(10, async {
+        let scene = scene(|b| b.expose(TokensServer::new(TokenMaker))).await;
+        let mut raw = Raw::handshaken(&scene.server).await;
+        raw.send(&raw::frame(KIND_RELEASE, (1 << 31) + 5, &[]))
+            .await;
+        raw.expect_closed().await;
+        scene.assert_unharmed().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn releasing_an_object_twice_closes_the_connection_and_a_released_one_is_unknown() {
+    within(10, async {
+        let scene = scene(|b| b.expose(TokensServer::new(TokenMaker))).await;
+        let mut raw = Raw::handshaken(&scene.server).await;
+        let handle = exported_handle(&mut raw, 1).await;
+        // Its method 0 is `greet(String)`.
+        let reply = raw.call(2, handle, 0, &raw::string("Eve")).await;
+        assert_eq!(reply.response().0, STATUS_OK);
+        assert_eq!(scene.server.stats().remote_objects, 1);
+        raw.send(&raw::frame(KIND_RELEASE, u64::from(handle), &[]))
+            .await;
+        // Released: calls to it are refused, typed; the connection goes on.
+        let reply = raw.call(3, handle, 0, &raw::string("Eve")).await;
+        assert_eq!(reply.response().0, STATUS_UNKNOWN_OBJECT, "{reply:?}");
+        assert_eq!(scene.server.stats().remote_objects, 0);
+        raw.assert_add_works(4, 1).await;
+        // Twice: the peer is broken.
+        raw.send(&raw::frame(KIND_RELEASE, u64::from(handle), &[]))
+            .await;
+        raw.expect_closed().await;
+        scene.assert_unharmed().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_ids_that_do_not_increase_close_the_connection() {
+    within(10, async {
+        let scene = scene(|b| b).await;
+        let mut raw = Raw::handshaken(&scene.server).await;
+        raw.assert_add_works(5, 1).await;
+        raw.send(&raw::request(5, 1, 0, &raw::add_args(1, 1))).await;
+        raw.expect_closed().await;
+        scene.assert_unharmed().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_that_never_releases_cannot_export_past_the_objects_limit() {
+    within(10, async {
+        let scene = scene(|b| b.max_objects(3).expose(TokensServer::new(TokenMaker))).await;
+        let mut raw = Raw::handshaken(&scene.server).await;
+        for id in 1..=3 {
+            exported_handle(&mut raw, id).await;
+        }
+        let reply = raw.call(4, TOKENS, 0, &[]).await;
+        assert_eq!(reply.response().0, 24, "past the limit: {reply:?}");
+        assert_eq!(scene.server.stats().remote_objects, 3);
+        drop(raw);
+        eventually(5, "the objects are released with the connection", || {
+            scene.server.stats().remote_objects == 0
+        })
+        .await;
+        scene.assert_unharmed().await;
+    })
+    .await;
+}

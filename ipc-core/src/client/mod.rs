@@ -162,10 +162,38 @@ impl ClientBuilder {
     }
 
     /// Default deadline of every call made through this client's proxies
-    /// (reconnecting included). Default 60 s. Override per proxy with the
-    /// generated `with_timeout`. The server drops a call whose deadline passed.
+    /// (reconnecting included), including proxies to objects the server
+    /// returns. Default 60 s. Override per proxy with `with_timeout`. The
+    /// server drops a call whose deadline passed.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
+        self.config.call_timeout = timeout;
+        self
+    }
+
+    /// Bytes of stream items (item frames) the server may send ahead of
+    /// what this client has read, per stream. Default 256 KiB. A stream the
+    /// caller stops reading holds the server's producer at this; worst case
+    /// held by this client per open stream: this plus one frame.
+    pub fn stream_window(mut self, bytes: u32) -> Self {
+        self.config.stream_window = bytes.max(1);
+        self
+    }
+
+    /// Most objects this client exports to the server at once (callbacks
+    /// passed as [`crate::Remote`] arguments and not yet released). Default
+    /// 4096; a call that would export one more fails with
+    /// [`Error::Overloaded`] before it is sent.
+    pub fn max_objects(mut self, n: usize) -> Self {
+        self.config.max_objects = n;
+        self
+    }
+
+    /// Most calls the server makes into this client's callbacks that run at
+    /// once. Default 4096; past it the server's call gets
+    /// [`Error::Overloaded`].
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = n.max(1);
         self
     }
 

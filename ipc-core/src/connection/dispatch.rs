@@ -177,8 +177,11 @@ impl Connection {
         self.send_response(id, FrameBuf::response_empty(Status::Ok))
             .await;
         let conn = self.clone();
-        self.handlers
+        let seq = slot.seq();
+        let task = self
+            .handlers
             .spawn(super::streams::produce(conn, slot, credit, source));
+        self.in_flight.started(id, seq, task.abort_handle());
     }
 
     /// Starts a request.

@@ -52,15 +52,24 @@ impl Credit {
         self.available.fetch_sub(bytes, Ordering::AcqRel);
     }
 
-    /// Waits until there is room.
-    pub(crate) async fn wait(&self) {
+    /// Waits until there is room, or the stream has ended (`false`).
+    pub(crate) async fn wait(&self) -> bool {
         loop {
             let granted = self.granted.notified();
+            if self.ended.load(Ordering::Acquire) {
+                return false;
+            }
             if self.available.load(Ordering::Acquire) > 0 {
-                return;
+                return true;
             }
             granted.await;
         }
+    }
+
+    /// Marks the stream ended and wakes its producer if it waits for room.
+    fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.granted.notify_one();
     }
 }
 
@@ -350,7 +359,7 @@ impl InFlight {
                 }
                 match entry.state {
                     State::Streaming(credit) => {
-                        credit.ended.store(true, Ordering::Release);
+                        credit.end();
                         Cancelled::Stream
                     }
                     _ => Cancelled::Call,
@@ -385,7 +394,7 @@ impl InFlight {
             .into_iter()
             .map(|(id, entry)| {
                 if let State::Streaming(credit) = &entry.state {
-                    credit.ended.store(true, Ordering::Release);
+                    credit.end();
                 }
                 if let Some(abort) = entry.abort {
                     abort.abort();
@@ -406,7 +415,7 @@ impl InFlight {
         };
         for entry in entries.into_values() {
             if let State::Streaming(credit) = &entry.state {
-                credit.ended.store(true, Ordering::Release);
+                credit.end();
             }
             if let Some(abort) = entry.abort {
                 abort.abort();

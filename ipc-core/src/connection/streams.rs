@@ -47,7 +47,10 @@ pub(super) async fn produce(
         let scope = conn.scope();
         let mut items = 0u64;
         let (status, detail) = loop {
-            credit.wait().await;
+            if !credit.wait().await {
+                // Ended by a cancel or a shutdown, which sent the end.
+                return items;
+            }
             let next = std::future::poll_fn(|cx| {
                 let polled = crate::scope::with(&scope, || {
                     std::panic::catch_unwind(AssertUnwindSafe(|| {

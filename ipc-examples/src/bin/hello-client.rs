@@ -94,8 +94,21 @@ async fn print_objects(addr: Address) -> Result<(), Error> {
             object.name, object.trait_name, object.fingerprint
         );
         for m in &object.methods {
-            let oneway = if m.oneway { " [oneway]" } else { "" };
-            println!("    {}{oneway}", m.signature);
+            let marks: Vec<&str> = [
+                (m.oneway, "oneway"),
+                (m.idempotent, "idempotent"),
+                (m.streaming, "stream"),
+                (m.object_args, "takes objects"),
+                (m.object_return, "returns objects"),
+            ]
+            .into_iter()
+            .filter_map(|(on, mark)| on.then_some(mark))
+            .collect();
+            if marks.is_empty() {
+                println!("    {}", m.signature);
+            } else {
+                println!("    {} [{}]", m.signature, marks.join(", "));
+            }
         }
     }
     Ok(())
