@@ -23,7 +23,7 @@ impl CallContext {
     /// The context of the call being served by the current task, if any.
     /// Available in the handler's own future (not in tasks it spawns).
     pub fn current() -> Option<Self> {
-        crate::scope::context()
+        CURRENT.with(|c| c.borrow().clone())
     }
 
     /// The caller's address as the server saw it: `IP:PORT` for TCP, the
@@ -46,4 +46,14 @@ impl CallContext {
     pub fn request_id(&self) -> u64 {
         self.request_id
     }
+}
+
+thread_local! {
+    /// The context of the handler being polled on this thread.
+    static CURRENT: std::cell::RefCell<Option<CallContext>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes `context` current, returning the one it replaces (to restore).
+pub(crate) fn swap(context: Option<CallContext>) -> Option<CallContext> {
+    CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), context))
 }

@@ -60,11 +60,6 @@ pub(crate) fn current() -> Option<Scope> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-/// The call being served, if the current scope is a handler's.
-pub(crate) fn context() -> Option<CallContext> {
-    CURRENT.with(|c| c.borrow().as_ref().and_then(|s| s.context.clone()))
-}
-
 /// The receiving peer's frame limit, or the protocol's cap outside a scope
 /// (a local call: nothing crosses a wire).
 pub(crate) fn peer_max_frame() -> usize {
@@ -91,16 +86,23 @@ impl<F> Scoped<F> {
     }
 }
 
-/// Puts the scope back into its future when the poll ends (even by a panic).
+/// Puts the scope (and the call context it carries) back into its future
+/// when the poll ends, even by a panic.
 struct Lent<'a> {
     home: &'a mut Option<Scope>,
     previous: Option<Scope>,
+    previous_context: Option<CallContext>,
 }
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
+        let context = crate::context::swap(self.previous_context.take());
         let previous = self.previous.take();
-        *self.home = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), previous));
+        let mut scope = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), previous));
+        if let Some(scope) = scope.as_mut() {
+            scope.context = context;
+        }
+        *self.home = scope;
     }
 }
 
@@ -109,11 +111,14 @@ impl<F: Future + Unpin> Future for Scoped<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        let lent = this.scope.take();
+        let mut lent = this.scope.take();
+        let context = lent.as_mut().and_then(|s| s.context.take());
+        let previous_context = crate::context::swap(context);
         let previous = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), lent));
         let _back = Lent {
             home: &mut this.scope,
             previous,
+            previous_context,
         };
         Pin::new(&mut this.inner).poll(cx)
     }
