@@ -42,6 +42,9 @@ pub const DEFAULT_MAX_OBJECTS: usize = 4096;
 /// Default room a stream's consumer grants its producer: 256 KiB of item
 /// frames not yet consumed.
 pub const DEFAULT_STREAM_WINDOW: u32 = 256 * 1024;
+/// Default permissions of a Unix socket file a server creates: `0o600`,
+/// only the server's own user may connect.
+pub const DEFAULT_UNIX_MODE: u32 = 0o600;
 /// Default reconnect policy: 5 attempts, backoff 50 ms doubling to 1 s.
 pub const DEFAULT_RECONNECT: Reconnect = Reconnect {
     max_attempts: 5,
@@ -118,6 +121,8 @@ pub(crate) struct ConnectionConfig {
     /// The deadline of calls made on this connection through proxies that
     /// are not a client's (objects the peer passed over it).
     pub(crate) call_timeout: Duration,
+    /// The shared key both sides must prove they hold, if any.
+    pub(crate) auth_key: Option<crate::auth::AuthKey>,
 }
 
 impl Default for ConnectionConfig {
@@ -132,6 +137,7 @@ impl Default for ConnectionConfig {
             stream_window: DEFAULT_STREAM_WINDOW,
             stall_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            auth_key: None,
         }
     }
 }

@@ -1,7 +1,75 @@
-//! [`CallContext`]: who is calling, readable from inside a handler without
-//! changing the trait's signature.
+//! Who is calling: [`Peer`] (what the server knows of the other end of a
+//! connection), [`CallContext`] (that, plus the call, readable from inside a
+//! handler without changing the trait's signature), and [`Access`] (what an
+//! authorization rule is asked about).
 
 use std::sync::Arc;
+
+use crate::transport::{PeerCertificate, UnixCredentials};
+
+/// What is known of the other end of a connection: its address, and how it
+/// proved who it is — a TLS client certificate (mutual TLS), the shared key,
+/// and for Unix sockets the peer process's credentials.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub(crate) addr: Arc<str>,
+    pub(crate) connection_id: u64,
+    pub(crate) key_authenticated: bool,
+    pub(crate) certificate: Option<Arc<PeerCertificate>>,
+    pub(crate) credentials: Option<UnixCredentials>,
+}
+
+impl Peer {
+    /// The peer's address as this side sees it: `IP:PORT` for TCP, the
+    /// socket's peer for Unix sockets, `io` for streams handed in directly.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// A number identifying the connection, unique within the server.
+    pub fn connection_id(&self) -> u64 {
+        self.connection_id
+    }
+
+    /// Whether the peer proved it holds the shared key (a "key holder").
+    pub fn key_authenticated(&self) -> bool {
+        self.key_authenticated
+    }
+
+    /// The peer's TLS certificate, verified during the handshake (mutual TLS).
+    pub fn certificate(&self) -> Option<&PeerCertificate> {
+        self.certificate.as_deref()
+    }
+
+    /// A Unix socket peer's user, group and process ids.
+    pub fn credentials(&self) -> Option<UnixCredentials> {
+        self.credentials
+    }
+}
+
+/// What an authorization rule (`ServerBuilder::authorize`) is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Access<'a> {
+    /// May this peer use the server at all? Asked once, after the handshake;
+    /// `false` closes the connection (the client's connect fails with
+    /// `Error::PermissionDenied`).
+    Connect,
+    /// May this peer see and look up the object? Asked by lookups and the
+    /// directory; `false` hides the object (`UnknownObject`).
+    Object {
+        /// The name it is exposed under.
+        object: &'a str,
+    },
+    /// May this peer call this method? Asked before every call to a named
+    /// object; `false` answers `PermissionDenied` and the handler does not run.
+    Call {
+        /// The name the object is exposed under.
+        object: &'a str,
+        /// The method's name.
+        method: &'a str,
+    },
+}
 
 /// Facts about the call a handler is serving. Read it with
 /// [`CallContext::current`] from inside an exposed method.
@@ -13,8 +81,7 @@ use std::sync::Arc;
 /// ```
 #[derive(Debug, Clone)]
 pub struct CallContext {
-    pub(crate) peer: Arc<str>,
-    pub(crate) connection_id: u64,
+    pub(crate) peer: Arc<Peer>,
     pub(crate) object: Arc<str>,
     pub(crate) request_id: u64,
 }
@@ -26,15 +93,30 @@ impl CallContext {
         CURRENT.with(|c| c.borrow().clone())
     }
 
+    /// Who is calling.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
     /// The caller's address as the server saw it: `IP:PORT` for TCP, the
     /// socket's peer for Unix sockets, `io` for streams handed in directly.
     pub fn peer_addr(&self) -> &str {
-        &self.peer
+        &self.peer.addr
     }
 
     /// A number identifying the caller's connection, unique within the server.
     pub fn connection_id(&self) -> u64 {
-        self.connection_id
+        self.peer.connection_id
+    }
+
+    /// The caller's verified TLS certificate (mutual TLS), if any.
+    pub fn peer_certificate(&self) -> Option<&PeerCertificate> {
+        self.peer.certificate()
+    }
+
+    /// A Unix socket caller's user, group and process ids.
+    pub fn peer_credentials(&self) -> Option<UnixCredentials> {
+        self.peer.credentials
     }
 
     /// The name the called object is exposed under.

@@ -146,6 +146,38 @@ pub enum Error {
         /// The decoder's message.
         detail: String,
     },
+    /// A setting is unusable: an authentication key too short or unreadable,
+    /// a certificate or private key file that does not parse, a `tls://`
+    /// address without TLS settings (or TLS settings for a plain address).
+    #[error("invalid configuration: {detail}")]
+    Config {
+        /// What is wrong, naming the file or setting (never a secret).
+        detail: String,
+    },
+    /// The TLS handshake failed: an untrusted or expired certificate, a name
+    /// that does not match, a missing client certificate, or a peer that does
+    /// not speak TLS.
+    #[error("TLS failed: {detail}")]
+    Tls {
+        /// What failed.
+        detail: String,
+    },
+    /// Shared-key authentication failed: the server requires a key and none
+    /// was configured, the key does not match, the server does not use a
+    /// key (no silent downgrade), or the server could not prove it holds it.
+    /// The connection is closed; no request was sent.
+    #[error("authentication failed: {reason}")]
+    AuthFailed {
+        /// Which of those (never which bytes differed).
+        reason: String,
+    },
+    /// The server's authorization refused this connection or call; the
+    /// handler did not run.
+    #[error("permission denied: {detail}")]
+    PermissionDenied {
+        /// What was refused.
+        detail: String,
+    },
     /// An I/O error outside a call (for example while accepting).
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -189,6 +221,7 @@ impl Error {
             Status::DeadlineExceeded => Self::Timeout {
                 after: std::time::Duration::ZERO,
             },
+            Status::PermissionDenied => Self::PermissionDenied { detail: detail() },
             other => Self::Protocol {
                 detail: format!("unexpected status {other:?}"),
             },

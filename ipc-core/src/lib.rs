@@ -72,6 +72,7 @@
 // `#[expose]` names `::ipc_core::...`; this makes that path work in here too.
 extern crate self as ipc_core;
 
+mod auth;
 pub mod client;
 pub mod config;
 mod connection;
@@ -91,9 +92,10 @@ mod stream;
 pub mod transport;
 pub mod wire;
 
+pub use auth::AuthKey;
 pub use client::{Client, ClientBuilder, Proxy};
 pub use config::{DEFAULT_ADDR, DEFAULT_HOST, DEFAULT_PORT};
-pub use context::CallContext;
+pub use context::{Access, CallContext, Peer};
 pub use error::{CallError, Error};
 pub use object::{MethodInfo, ObjectDescriptor, ObjectInfo};
 pub use payload::Bytes;
@@ -105,7 +107,7 @@ pub use stream::Streaming;
 /// The token that drives graceful shutdown ([`ServerBuilder::shutdown_token`]),
 /// re-exported so you need not depend on `tokio-util` yourself.
 pub use tokio_util::sync::CancellationToken;
-pub use transport::Address;
+pub use transport::{Address, TlsClient, TlsServer};
 
 /// Turns a trait into a remote interface. See the [crate docs](crate).
 ///

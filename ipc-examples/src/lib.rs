@@ -18,6 +18,7 @@
 //! ```
 
 use std::io;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ipc_core::{Address, DEFAULT_ADDR, expose};
@@ -51,13 +52,36 @@ impl Greeter for Hello {
     }
 }
 
-/// The command line of a hello program: `[--addr ADDR] [ARGS...]`.
+/// The command line of a hello program: `[--addr ADDR] [security options]
+/// [ARGS...]`.
+///
+/// Security options (all take a file path):
+///
+/// | option | meaning |
+/// |---|---|
+/// | `--key-file PATH` | the shared authentication key (both sides) |
+/// | `--cert PATH`, `--key PATH` | a certificate chain and its private key, PEM: the server's for TLS, or the client's for mutual TLS |
+/// | `--client-ca PATH` | (server) require client certificates signed by this CA: mutual TLS |
+/// | `--ca PATH` | (client) trust this CA for the server's certificate |
+///
+/// TLS is used when the address is `tls://HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Args {
     /// The address from `--addr ADDR` (or `--addr=ADDR`), where `ADDR` is
-    /// `HOST:PORT`, `tcp:HOST:PORT` or `unix:PATH` (see [`Address`]);
-    /// [`DEFAULT_ADDR`] (`localhost:9099`) when absent.
+    /// `HOST:PORT`, `tcp:HOST:PORT`, `tls://HOST:PORT` or `unix:PATH` (see
+    /// [`Address`]); [`DEFAULT_ADDR`] (`localhost:9099`) when absent.
     pub addr: Address,
+    /// `--key-file PATH`.
+    pub key_file: Option<PathBuf>,
+    /// `--cert PATH`.
+    pub cert: Option<PathBuf>,
+    /// `--key PATH`.
+    pub key: Option<PathBuf>,
+    /// `--client-ca PATH`.
+    pub client_ca: Option<PathBuf>,
+    /// `--ca PATH`.
+    pub ca: Option<PathBuf>,
     /// The other arguments, in order. `--` ends the options, so a name may
     /// start with `-`.
     pub rest: Vec<String>,
@@ -73,6 +97,16 @@ pub enum ArgsError {
     Invalid(String),
 }
 
+/// The options that take a value.
+const VALUED: [&str; 6] = [
+    "--addr",
+    "--key-file",
+    "--cert",
+    "--key",
+    "--client-ca",
+    "--ca",
+];
+
 impl Args {
     /// Parses the arguments after the program name, e.g.
     /// `Args::parse(std::env::args().skip(1))`.
@@ -80,41 +114,118 @@ impl Args {
     /// # Errors
     ///
     /// [`ArgsError::Help`] for `-h`/`--help`; [`ArgsError::Invalid`] for an
-    /// unknown option, a missing or malformed `--addr` value, or `--addr` twice.
+    /// unknown option, a missing value, a malformed `--addr`, or an option
+    /// given twice.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, ArgsError> {
-        let mut addr = None;
+        let mut values: [Option<String>; 6] = Default::default();
         let mut rest = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
-            let value = match arg.as_str() {
-                "-h" | "--help" => return Err(ArgsError::Help),
-                "--" => {
-                    rest.extend(args.by_ref());
-                    break;
-                }
-                "--addr" => args
-                    .next()
-                    .ok_or_else(|| ArgsError::Invalid("`--addr` needs a value".into()))?,
-                other => match other.strip_prefix("--addr=") {
-                    Some(value) => value.to_owned(),
-                    None if other.starts_with('-') && other != "-" => {
-                        return Err(ArgsError::Invalid(format!("unknown option `{other}`")));
-                    }
-                    None => {
-                        rest.push(arg);
-                        continue;
-                    }
-                },
-            };
-            if addr.is_some() {
-                return Err(ArgsError::Invalid("`--addr` given twice".into()));
+            if arg == "-h" || arg == "--help" {
+                return Err(ArgsError::Help);
             }
-            addr = Some(parse_addr(&value)?);
+            if arg == "--" {
+                rest.extend(args.by_ref());
+                break;
+            }
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) if name.starts_with("--") => {
+                    (name.to_owned(), Some(value.to_owned()))
+                }
+                _ => (arg.clone(), None),
+            };
+            let Some(slot) = VALUED.iter().position(|o| *o == name) else {
+                if arg.starts_with('-') && arg != "-" {
+                    return Err(ArgsError::Invalid(format!("unknown option `{arg}`")));
+                }
+                rest.push(arg);
+                continue;
+            };
+            let value = match inline {
+                Some(v) => v,
+                None => args
+                    .next()
+                    .ok_or_else(|| ArgsError::Invalid(format!("`{name}` needs a value")))?,
+            };
+            if values[slot].replace(value).is_some() {
+                return Err(ArgsError::Invalid(format!("`{name}` given twice")));
+            }
         }
+        let [addr, key_file, cert, key, client_ca, ca] = values;
         Ok(Self {
-            addr: addr.unwrap_or_else(|| Address::from(DEFAULT_ADDR)),
+            addr: match addr {
+                Some(a) => parse_addr(&a)?,
+                None => Address::from(DEFAULT_ADDR),
+            },
+            key_file: key_file.map(PathBuf::from),
+            cert: cert.map(PathBuf::from),
+            key: key.map(PathBuf::from),
+            client_ca: client_ca.map(PathBuf::from),
+            ca: ca.map(PathBuf::from),
             rest,
         })
+    }
+
+    /// A server builder for these options: the address, the shared key, TLS.
+    ///
+    /// # Errors
+    ///
+    /// A message saying which option is wrong (a file that cannot be read,
+    /// TLS options without a `tls://` address...).
+    pub fn server(&self) -> Result<ipc_core::ServerBuilder, String> {
+        let mut builder = ipc_core::Server::builder().addr(&self.addr);
+        if let Some(path) = &self.key_file {
+            builder =
+                builder.auth_key(ipc_core::AuthKey::from_file(path).map_err(|e| e.to_string())?);
+        }
+        if self.ca.is_some() {
+            return Err("`--ca` is a client option (the server uses `--client-ca`)".into());
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let mut tls =
+                    ipc_core::TlsServer::from_pem_files(cert, key).map_err(|e| e.to_string())?;
+                if let Some(ca) = &self.client_ca {
+                    tls = tls
+                        .require_client_certificates(ca)
+                        .map_err(|e| e.to_string())?;
+                }
+                builder = builder.tls(tls);
+            }
+            (None, None) if self.client_ca.is_none() => {}
+            _ => return Err("TLS needs both `--cert` and `--key`".into()),
+        }
+        Ok(builder)
+    }
+
+    /// A client builder for these options: the address, the shared key, TLS.
+    ///
+    /// # Errors
+    ///
+    /// A message saying which option is wrong.
+    pub fn client(&self) -> Result<ipc_core::ClientBuilder, String> {
+        let mut builder = ipc_core::Client::builder().addr(&self.addr);
+        if let Some(path) = &self.key_file {
+            builder =
+                builder.auth_key(ipc_core::AuthKey::from_file(path).map_err(|e| e.to_string())?);
+        }
+        if self.client_ca.is_some() {
+            return Err("`--client-ca` is a server option (the client uses `--ca`)".into());
+        }
+        if let Some(ca) = &self.ca {
+            let mut tls = ipc_core::TlsClient::from_ca_file(ca).map_err(|e| e.to_string())?;
+            match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(cert, key).map_err(|e| e.to_string())?;
+                }
+                (None, None) => {}
+                _ => return Err("a client certificate needs both `--cert` and `--key`".into()),
+            }
+            builder = builder.tls(tls);
+        } else if self.cert.is_some() || self.key.is_some() {
+            return Err("`--cert`/`--key` on a client need `--ca` (TLS)".into());
+        }
+        Ok(builder)
     }
 }
 
@@ -181,6 +292,19 @@ mod tests {
         Args::parse(args.iter().map(|s| (*s).to_owned()))
     }
 
+    /// Arguments with `addr` and `rest` and no security option.
+    fn plain(addr: Address, rest: Vec<String>) -> Args {
+        Args {
+            addr,
+            key_file: None,
+            cert: None,
+            key: None,
+            client_ca: None,
+            ca: None,
+            rest,
+        }
+    }
+
     fn invalid(args: &[&str]) -> bool {
         matches!(parse(args), Err(ArgsError::Invalid(_)))
     }
@@ -189,10 +313,7 @@ mod tests {
     fn addr_defaults_to_localhost_9099() {
         assert_eq!(
             parse(&["World"]),
-            Ok(Args {
-                addr: Address::from("localhost:9099"),
-                rest: vec!["World".into()],
-            })
+            Ok(plain(Address::from("localhost:9099"), vec!["World".into()]))
         );
     }
 
@@ -205,10 +326,7 @@ mod tests {
         ] {
             assert_eq!(
                 parse(args),
-                Ok(Args {
-                    addr: Address::from("127.0.0.1:7000"),
-                    rest: vec!["World".into()],
-                })
+                Ok(plain(Address::from("127.0.0.1:7000"), vec!["World".into()]))
             );
         }
     }
@@ -224,10 +342,7 @@ mod tests {
         ] {
             assert_eq!(
                 parse(args),
-                Ok(Args {
-                    addr: Address::Unix(path.into()),
-                    rest: vec!["World".into()],
-                })
+                Ok(plain(Address::Unix(path.into()), vec!["World".into()]))
             );
         }
         assert_eq!(
@@ -252,6 +367,44 @@ mod tests {
         assert!(invalid(&["--addr", "unix:"]));
         assert!(invalid(&["--addr", "a:1", "--addr", "b:2"]));
         assert!(invalid(&["--verbose"]));
+    }
+
+    #[test]
+    fn security_options_are_read_and_checked() {
+        let args = parse(&[
+            "--addr",
+            "tls://127.0.0.1:9443",
+            "--key-file",
+            "k",
+            "--cert=c.pem",
+            "--key",
+            "k.pem",
+            "--client-ca",
+            "ca.pem",
+            "NAME",
+        ])
+        .unwrap();
+        assert_eq!(args.addr, Address::Tls("127.0.0.1:9443".into()));
+        assert_eq!(args.key_file.as_deref(), Some(std::path::Path::new("k")));
+        assert_eq!(args.cert.as_deref(), Some(std::path::Path::new("c.pem")));
+        assert_eq!(args.key.as_deref(), Some(std::path::Path::new("k.pem")));
+        assert_eq!(
+            args.client_ca.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert_eq!(args.rest, ["NAME"]);
+        assert!(invalid(&["--key-file"]));
+        assert!(invalid(&["--ca", "a", "--ca", "b"]));
+        // Options meant for the other side, or half of a pair.
+        assert!(parse(&["--ca", "ca.pem"]).unwrap().server().is_err());
+        assert!(parse(&["--client-ca", "ca.pem"]).unwrap().client().is_err());
+        assert!(parse(&["--cert", "c.pem"]).unwrap().server().is_err());
+        // A key file that does not exist is named.
+        let e = parse(&["--key-file", "/nonexistent/key"])
+            .unwrap()
+            .server()
+            .unwrap_err();
+        assert!(e.contains("/nonexistent/key"), "{e}");
     }
 
     #[test]

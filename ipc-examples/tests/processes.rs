@@ -509,3 +509,115 @@ fn chat_members_in_separate_processes_see_every_message_in_order() {
         room.finish_stderr()
     );
 }
+
+/// A directory of its own under the temporary directory.
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ipc-examples-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate
+/// (`alice`), made now, as PEM files in `dir`: (ca, server, server key,
+/// client, client key).
+fn certificates(dir: &std::path::Path) -> [String; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "examples CA");
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |name: &str, ip: bool| {
+        let mut p = CertificateParams::new(vec![name.to_owned()]).expect("params");
+        p.distinguished_name.push(DnType::CommonName, name);
+        if ip {
+            p.subject_alt_names
+                .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        }
+        let key = KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, &issuer).expect("leaf");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server, server_key) = leaf("localhost", true);
+    let (client, client_key) = leaf("alice", false);
+    let files = [
+        ("ca.pem", ca_cert.pem()),
+        ("server.pem", server),
+        ("server-key.pem", server_key),
+        ("client.pem", client),
+        ("client-key.pem", client_key),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("write");
+        path.display().to_string()
+    })
+}
+
+#[test]
+fn hello_with_a_key_file_then_over_tls_and_mutual_tls() {
+    let dir = scratch_dir("security");
+    let key = dir.join("key");
+    std::fs::write(&key, "a shared key for the process test\n").expect("write key");
+    let key = key.display().to_string();
+
+    // A shared key: the client with it is greeted, the one without refused.
+    let mut server = hello_server(&["--addr", "127.0.0.1:0", "--key-file", &key]);
+    let addr = server.next_line().replace("listening on ", "");
+    let out = hello_client(&["--addr", &addr, "--key-file", &key, "Ada"]);
+    assert_eq!(out.stdout, "Hello, Ada!\n", "stderr: {}", out.stderr);
+    let out = hello_client(&["--addr", &addr, "Eve"]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("key"), "{}", out.stderr);
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(5)).success());
+
+    // TLS, then mutual TLS.
+    let [ca, cert, cert_key, client, client_key] = certificates(&dir);
+    let mut server = hello_server(&[
+        "--addr",
+        "tls://127.0.0.1:0",
+        "--cert",
+        &cert,
+        "--key",
+        &cert_key,
+    ]);
+    let addr = server.next_line().replace("listening on ", "");
+    assert!(addr.starts_with("tls://127.0.0.1:"), "{addr}");
+    let out = hello_client(&["--addr", &addr, "--ca", &ca, "Ada"]);
+    assert_eq!(out.stdout, "Hello, Ada!\n", "stderr: {}", out.stderr);
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(5)).success());
+
+    let mut server = hello_server(&[
+        "--addr",
+        "tls://127.0.0.1:0",
+        "--cert",
+        &cert,
+        "--key",
+        &cert_key,
+        "--client-ca",
+        &ca,
+    ]);
+    let addr = server.next_line().replace("listening on ", "");
+    let out = hello_client(&[
+        "--addr",
+        &addr,
+        "--ca",
+        &ca,
+        "--cert",
+        &client,
+        "--key",
+        &client_key,
+        "Alice",
+    ]);
+    assert_eq!(out.stdout, "Hello, Alice!\n", "stderr: {}", out.stderr);
+    let out = hello_client(&["--addr", &addr, "--ca", &ca, "Nobody"]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("TLS"), "{}", out.stderr);
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(5)).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 /// What the Quick start prints: its `div(1, 0)` arm for the typed error.
 const EXPECTED_STDOUT: &str = "typed application error\n";
 
-/// A cold build compiles tokio, serde and ipc-core for the new crate's
-/// features; on a loaded 2-core machine that takes about a minute.
+/// Only there to catch a hang: a cold build (tokio, ipc-core and what
+/// depends on them, for the new crate's features) takes about half a minute
+/// on a busy 2-core machine, a warm one well under a second.
 const BUILD_DEADLINE: Duration = Duration::from_secs(600);
 
 /// Running the already built program: a server, a client, two calls.
@@ -62,14 +63,16 @@ fn quick_start(readme: &str) -> Result<QuickStart, String> {
         found => {
             let found = found.map_or("none".to_owned(), |(fence, _)| format!("`{fence}` first"));
             return Err(format!(
-                "the first code block under `{HEADING}` in README.md must be a `{DEPENDENCIES_FENCE}` \
-                 block with the `[dependencies]` a new crate needs; found {found}"
+                "the first code block under `{HEADING}` in README.md must be a \
+                 `{DEPENDENCIES_FENCE}` block with the `[dependencies]` a new crate needs; \
+                 found {found}"
             ));
         }
     };
     if !manifest.lines().any(|l| l.trim() == "[dependencies]") {
         return Err(format!(
-            "the `{DEPENDENCIES_FENCE}` block under `{HEADING}` in README.md has no `[dependencies]` line"
+            "the `{DEPENDENCIES_FENCE}` block under `{HEADING}` in README.md has no \
+             `[dependencies]` line"
         ));
     }
     let main_rs = blocks
@@ -77,7 +80,8 @@ fn quick_start(readme: &str) -> Result<QuickStart, String> {
         .map(|(_, body)| body)
         .ok_or_else(|| {
             format!(
-                "no `{CODE_FENCE}` block follows the `{DEPENDENCIES_FENCE}` block under `{HEADING}` in README.md"
+                "no `{CODE_FENCE}` block follows the `{DEPENDENCIES_FENCE}` block under \
+                 `{HEADING}` in README.md"
             )
         })?;
     Ok(QuickStart { manifest, main_rs })
@@ -120,8 +124,8 @@ fn with_local_ipc_core(manifest: &str, ipc_core_dir: &Path) -> Result<String, St
         1 => {}
         n => {
             return Err(format!(
-                "the `{DEPENDENCIES_FENCE}` block under `{HEADING}` in README.md must have exactly one \
-                 `ipc-core = ...` line; it has {n}"
+                "the `{DEPENDENCIES_FENCE}` block under `{HEADING}` in README.md must have \
+                 exactly one `ipc-core = ...` line; it has {n}"
             ));
         }
     }
@@ -246,7 +250,8 @@ fn the_readme_quick_start_builds_from_its_dependencies_block_and_runs() {
     // What `cargo new` writes, plus `[workspace]`: this directory is inside
     // the checkout, whose workspace does not list it.
     let manifest = format!(
-        "[package]\nname = \"readme-quick-start\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+        "[package]\nname = \"readme-quick-start\"\nversion = \"0.1.0\"\n\
+         edition = \"2024\"\npublish = false\n\n\
          [workspace]\n\n{dependencies}"
     );
     write_if_changed(&dir.join("Cargo.toml"), manifest.as_bytes());
@@ -257,7 +262,8 @@ fn the_readme_quick_start_builds_from_its_dependencies_block_and_runs() {
     let build = cargo(&["build", "--offline"], &dir, &target_dir, BUILD_DEADLINE);
     assert!(
         build.success,
-        "the Quick start does not build with the README's [dependencies] (crate in {}):\n{manifest}\n{}",
+        "the Quick start does not build with the README's [dependencies] \
+         (crate in {}):\n{manifest}\n{}",
         dir.display(),
         build.stderr
     );

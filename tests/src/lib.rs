@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipc_core::{Address, Client, Server, ServerBuilder, ServerHandle, expose};
+
+pub mod pki;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 

@@ -19,9 +19,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::{self, ConnectionConfig, Reconnect};
 use crate::connection::{self, Closure, Connection, Frames, Gauges, Labels, NoHost};
+use crate::context::Peer;
 use crate::error::Error;
 use crate::object::{ObjectDescriptor, ObjectInfo};
-use crate::transport::{self, Address, Stream};
+use crate::transport::{self, Address, Socket, Stream, TlsClient};
 
 pub use object_ref::ObjectRef;
 pub(crate) use reconnect::Link;
@@ -117,6 +118,7 @@ pub struct ClientBuilder {
     call_timeout: Duration,
     pub(crate) reconnect: Reconnect,
     pub(crate) wait_for_server: bool,
+    tls: Option<TlsClient>,
 }
 
 impl Default for ClientBuilder {
@@ -128,6 +130,7 @@ impl Default for ClientBuilder {
             call_timeout: config::DEFAULT_CALL_TIMEOUT,
             reconnect: Reconnect::default(),
             wait_for_server: false,
+            tls: None,
         }
     }
 }
@@ -215,6 +218,23 @@ impl ClientBuilder {
         self
     }
 
+    /// Proves to the server that this client holds `key`, and checks the
+    /// server proves it too, in the handshake (see
+    /// [`ServerBuilder::auth_key`](crate::ServerBuilder::auth_key)). A server
+    /// without a key, or with another, makes the connect fail with
+    /// [`Error::AuthFailed`]. Default: no key.
+    pub fn auth_key(mut self, key: crate::AuthKey) -> Self {
+        self.config.auth_key = Some(key);
+        self
+    }
+
+    /// TLS settings, for (and only for) a `tls://HOST:PORT` address: the CAs
+    /// to trust, the server name, a client certificate for mutual TLS.
+    pub fn tls(mut self, tls: TlsClient) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Connects to the configured address.
     pub async fn connect(self) -> Result<Client, Error> {
         let target = self.addr.clone();
@@ -223,13 +243,22 @@ impl ClientBuilder {
     }
 
     /// Runs the client over an already-open byte stream (an in-memory pipe,
-    /// a TLS stream...). Such a client cannot reconnect.
+    /// a TLS stream made elsewhere...). Such a client cannot reconnect. With
+    /// TLS settings ([`ClientBuilder::tls`], naming the server), TLS runs over
+    /// the stream.
     pub async fn connect_io<T>(self, io: T) -> Result<Client, Error>
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let stream = Stream::from_io(io, "io".to_owned());
-        let conn = tokio::time::timeout(self.connect_timeout, self.start(stream))
+        let socket = Socket::from_io(io, "io".to_owned());
+        let opening = async {
+            let stream = match &self.tls {
+                Some(tls) => tls.connector()?.connect(socket, None).await?,
+                None => socket.plain(),
+            };
+            self.start(stream).await
+        };
+        let conn = tokio::time::timeout(self.connect_timeout, opening)
             .await
             .map_err(|_| Error::Connect {
                 addr: "io".to_owned(),
@@ -252,8 +281,32 @@ impl ClientBuilder {
             addr: addr.clone(),
             source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
         };
+        let tls = match (target.is_tls(), &self.tls) {
+            (true, Some(tls)) => Some(tls.connector()?),
+            (false, None) => None,
+            (true, None) => {
+                return Err(Error::Config {
+                    detail: format!(
+                        "`{target}` is a TLS address: say which CAs to trust with \
+                         ClientBuilder::tls"
+                    ),
+                });
+            }
+            (false, Some(_)) => {
+                return Err(Error::Config {
+                    detail: format!(
+                        "TLS settings were given, but `{target}` is not a TLS address: use \
+                         tls://HOST:PORT"
+                    ),
+                });
+            }
+        };
         tokio::time::timeout(self.connect_timeout, async {
-            let stream = transport::connect(target).await?;
+            let socket = transport::connect(target).await?;
+            let stream = match tls {
+                Some(tls) => tls.connect(socket, target.host()).await?,
+                None => socket.plain(),
+            };
             self.start(stream).await
         })
         .await
@@ -270,12 +323,22 @@ impl ClientBuilder {
             write,
             peer,
             local,
+            key_authenticated,
+            certificate,
+            credentials,
             ..
         } = handshake;
+        let peer = Arc::new(Peer {
+            addr: Arc::from(peer),
+            connection_id: 0,
+            key_authenticated,
+            certificate,
+            credentials,
+        });
         let conn = Connection::new(
             &self.config,
             peer_limit,
-            Labels { peer, local, id: 0 },
+            Labels { local, peer },
             Arc::new(NoHost),
             Arc::new(Gauges::default()),
             1,

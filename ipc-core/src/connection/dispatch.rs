@@ -19,11 +19,14 @@ use tracing::Instrument;
 
 use super::Connection;
 use super::in_flight::{Cancelled, Slot};
-use crate::context::CallContext;
+use crate::context::{Access, CallContext};
 use crate::error::Error;
 use crate::scope::{self, Scope, Scoped};
 use crate::service::{BoxedSource, DispatchError, Outcome, Reply};
 use crate::wire::{self, FrameBuf, Request, Status};
+
+/// A call the authorization rule refused.
+struct Denied;
 
 /// One unit of a shared count, given back when dropped.
 pub(crate) struct Gauge<'a>(&'a AtomicUsize);
@@ -203,19 +206,47 @@ impl Connection {
         // User code runs here, on the reader: a per-connection object's
         // factory, and the arguments' `Deserialize`. A panic in either is
         // that call's failure, not the connection's.
+        let named = object < wire::EXPORT_BASE;
         let started = scope::with(&scope, || {
             std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let target = if object >= wire::EXPORT_BASE {
-                    self.exported(object)
-                } else {
+                let target = if named {
                     self.host.named(object)
+                } else {
+                    self.exported(object)
                 }?;
+                // The server's rule decides before any user code runs for
+                // the call (objects a side exported are theirs to call).
+                let method_name = target
+                    .service
+                    .descriptor()
+                    .methods
+                    .get(usize::from(method))
+                    .map(|m| m.name);
+                if let (true, Some(method_name)) = (named, method_name) {
+                    let access = Access::Call {
+                        object: &target.name,
+                        method: method_name,
+                    };
+                    if !self.host.authorize(&self.peer_info, access) {
+                        return Some((target, Err(Denied)));
+                    }
+                }
                 let started = target.service.call(method, &args);
-                Some((target, started))
+                Some((target, Ok(started)))
             }))
         });
         let (target, future) = match started {
-            Ok(Some((target, Ok(future)))) => (target, future),
+            Ok(Some((target, Err(Denied)))) => {
+                tracing::debug!(object = %target.name, method, peer = %self.peer, "call refused by the authorization rule");
+                let detail = format!(
+                    "this peer may not call method #{method} of `{}`",
+                    target.name
+                );
+                self.answer(id, oneway, Reply::error(Status::PermissionDenied, &detail))
+                    .await;
+                return;
+            }
+            Ok(Some((target, Ok(Ok(future))))) => (target, future),
             Ok(None) => {
                 let detail = if object >= wire::EXPORT_BASE {
                     format!("no object has handle {object}: it was released, or never exported")
@@ -226,7 +257,7 @@ impl Connection {
                     .await;
                 return;
             }
-            Ok(Some((target, Err(e)))) => {
+            Ok(Some((target, Ok(Err(e))))) => {
                 let reply = match e {
                     DispatchError::UnknownMethod(m) => {
                         let detail = format!(
@@ -269,8 +300,7 @@ impl Connection {
         let span =
             tracing::debug_span!("ipc.handle", object = %target.name, method = method_name, id);
         let context = CallContext {
-            peer: self.peer.clone(),
-            connection_id: self.id,
+            peer: self.peer_info.clone(),
             object: target.name.clone(),
             request_id: id,
         };

@@ -1,15 +1,20 @@
 //! The handshake: each side sends a hello (magic, protocol version, the
-//! largest frame it accepts) and reads the other's.
+//! largest frame it accepts) and reads the other's; with a shared key, a
+//! challenge–response follows (see `auth` and the README), and nothing else
+//! is read before it succeeds.
 
-use bytes::BytesMut;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
+use crate::auth::{self, Role};
 use crate::config::ConnectionConfig;
 use crate::error::Error;
-use crate::transport::{BoxedRead, BoxedWrite, Stream};
-use crate::wire::{self, FrameBuf, Hello, Message, PROTOCOL_VERSION};
+use crate::transport::{BoxedRead, BoxedWrite, PeerCertificate, Stream, UnixCredentials};
+use crate::wire::{self, AUTH_LEN, FrameBuf, Hello, Message, PROTOCOL_VERSION};
 
 /// Incoming frames, split and size-checked.
 pub(crate) type Frames = FramedRead<BoxedRead, LengthDelimitedCodec>;
@@ -25,6 +30,12 @@ pub(crate) struct Handshake {
     pub(crate) peer: String,
     /// Ours.
     pub(crate) local: String,
+    /// Both sides proved they hold the shared key.
+    pub(crate) key_authenticated: bool,
+    /// The peer's verified TLS certificate, if any.
+    pub(crate) certificate: Option<Arc<PeerCertificate>>,
+    /// A Unix socket peer's credentials.
+    pub(crate) credentials: Option<UnixCredentials>,
 }
 
 impl Handshake {
@@ -34,10 +45,78 @@ impl Handshake {
     }
 }
 
+/// What the server knows of a peer when it decides whether to admit it.
+pub(crate) struct Identity<'a> {
+    pub(crate) peer: &'a str,
+    pub(crate) key_authenticated: bool,
+    pub(crate) certificate: Option<Arc<PeerCertificate>>,
+    pub(crate) credentials: Option<UnixCredentials>,
+}
+
+/// Authentication fields of a hello: 0 (none), or 1 then a nonce (and, in
+/// the server's, its proof when the client offered a key).
+#[derive(Debug, PartialEq, Eq)]
+enum Offer {
+    None,
+    Key {
+        nonce: [u8; AUTH_LEN],
+        proof: Option<[u8; AUTH_LEN]>,
+    },
+}
+
+impl Offer {
+    fn read(rest: &[u8]) -> Result<Self, Error> {
+        let bad = || Error::Protocol {
+            detail: "malformed authentication fields in the hello".into(),
+        };
+        let mut rest = rest;
+        if rest.is_empty() {
+            return Ok(Self::None);
+        }
+        match rest.get_u8() {
+            0 if rest.is_empty() => Ok(Self::None),
+            1 if rest.len() == AUTH_LEN || rest.len() == 2 * AUTH_LEN => {
+                let mut nonce = [0u8; AUTH_LEN];
+                rest.copy_to_slice(&mut nonce);
+                let proof = (!rest.is_empty()).then(|| {
+                    let mut proof = [0u8; AUTH_LEN];
+                    rest.copy_to_slice(&mut proof);
+                    proof
+                });
+                Ok(Self::Key { nonce, proof })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    fn write(&self) -> Vec<u8> {
+        match self {
+            Self::None => Vec::new(),
+            Self::Key { nonce, proof } => {
+                let mut out = vec![1u8];
+                out.extend_from_slice(nonce);
+                if let Some(proof) = proof {
+                    out.extend_from_slice(proof);
+                }
+                out
+            }
+        }
+    }
+}
+
 /// Reads a frame used in the handshake; end of stream and oversize are errors.
 async fn next_frame(frames: &mut Frames) -> Result<BytesMut, Error> {
     match frames.next().await {
         Some(Ok(f)) => Ok(f),
+        Some(Err(e)) if crate::transport::tls_failure(&e).is_some() => Err(Error::Tls {
+            detail: crate::transport::tls_failure(&e).unwrap_or_default(),
+        }),
+        Some(Err(e)) if crate::transport::looks_like_tls(frames.read_buffer()) => Err(Error::Tls {
+            detail: format!(
+                "the peer speaks TLS, this side does not ({e}): use a tls:// address with \
+                     TLS settings on both sides"
+            ),
+        }),
         Some(Err(e)) => Err(io_to_protocol(e)),
         None => Err(Error::ConnectionLost {
             reason: "the peer closed the connection during the handshake".into(),
@@ -61,12 +140,7 @@ pub(crate) fn io_to_protocol(e: std::io::Error) -> Error {
 fn expect_hello(frame: BytesMut) -> Result<Hello, Error> {
     match wire::parse(frame.freeze()) {
         Ok(Message::Hello(h)) => Ok(h),
-        Ok(Message::GoAway { reason, .. }) if reason == wire::GOAWAY_CONNECTION_LIMIT => {
-            Err(Error::Overloaded {
-                detail: "the server is at its connection limit".into(),
-            })
-        }
-        Ok(Message::GoAway { .. }) => Err(Error::ShuttingDown),
+        Ok(Message::GoAway { reason, .. }) => Err(go_away_error(reason)),
         Ok(_) => Err(Error::Protocol {
             detail: "expected a hello frame first".into(),
         }),
@@ -81,6 +155,22 @@ fn expect_hello(frame: BytesMut) -> Result<Hello, Error> {
     }
 }
 
+/// The error a go-away received during the handshake stands for.
+fn go_away_error(reason: u64) -> Error {
+    match reason {
+        wire::GOAWAY_CONNECTION_LIMIT => Error::Overloaded {
+            detail: "the server is at its connection limit".into(),
+        },
+        wire::GOAWAY_AUTH_FAILED => Error::AuthFailed {
+            reason: "the server refused the key: it does not match".into(),
+        },
+        wire::GOAWAY_PERMISSION_DENIED => Error::PermissionDenied {
+            detail: "the server does not accept connections from this client".into(),
+        },
+        _ => Error::ShuttingDown,
+    }
+}
+
 fn version_mismatch(theirs: u16) -> Error {
     Error::ProtocolMismatch {
         detail: format!(
@@ -89,18 +179,37 @@ fn version_mismatch(theirs: u16) -> Error {
     }
 }
 
-/// Splits the stream into size-checked incoming frames and the write half.
-fn open_frames(stream: Stream) -> (Frames, BoxedWrite, (String, String)) {
+/// A stream being handshaken: size-checked incoming frames, the write
+/// half, and what is known of the peer.
+struct Opened {
+    frames: Frames,
+    write: BoxedWrite,
+    peer: String,
+    local: String,
+    certificate: Option<Arc<PeerCertificate>>,
+    credentials: Option<UnixCredentials>,
+}
+
+fn open_frames(stream: Stream) -> Opened {
     let Stream {
         read,
         write,
         peer,
         local,
+        credentials,
+        certificate,
     } = stream;
     // Until the handshake is done, nothing bigger than a hello is accepted:
     // a stranger cannot make us reserve a whole frame limit.
     let frames = FramedRead::with_capacity(read, wire::codec(wire::HANDSHAKE_FRAME_MAX), 8 * 1024);
-    (frames, write, (peer, local))
+    Opened {
+        frames,
+        write,
+        peer,
+        local,
+        certificate,
+        credentials,
+    }
 }
 
 /// After a successful handshake: the configured frame limit from now on.
@@ -111,55 +220,263 @@ fn established(mut frames: Frames, config: &ConnectionConfig) -> Frames {
     frames
 }
 
-/// Sends our hello, announcing our frame limit.
-async fn send_hello(write: &mut BoxedWrite, config: &ConnectionConfig) -> Result<(), Error> {
-    let hello = FrameBuf::hello(config.max_frame_size, &[]).into_unchecked();
+async fn send(write: &mut BoxedWrite, frame: FrameBuf) -> Result<(), Error> {
     write
-        .write_all(&hello)
+        .write_all(&frame.into_unchecked())
         .await
         .map_err(|e| Error::ConnectionLost {
             reason: format!("sending the handshake: {e}"),
         })
 }
 
-/// Splits the stream, sends our hello, reads theirs. Used by clients.
+async fn send_hello(
+    write: &mut BoxedWrite,
+    config: &ConnectionConfig,
+    offer: &Offer,
+) -> Result<(), Error> {
+    send(
+        write,
+        FrameBuf::hello(config.max_frame_size, &offer.write()),
+    )
+    .await
+}
+
+/// Splits the stream, sends our hello (offering the key, if we have one),
+/// reads theirs, and authenticates. Used by clients.
 pub(crate) async fn handshake_as_client(
     stream: Stream,
     config: &ConnectionConfig,
 ) -> Result<Handshake, Error> {
-    let (mut frames, mut write, (peer, local)) = open_frames(stream);
-    send_hello(&mut write, config).await?;
+    let Opened {
+        mut frames,
+        mut write,
+        peer,
+        local,
+        certificate,
+        credentials,
+    } = open_frames(stream);
+    let ours = match &config.auth_key {
+        Some(_) => Offer::Key {
+            nonce: auth::nonce()?,
+            proof: None,
+        },
+        None => Offer::None,
+    };
+    send_hello(&mut write, config, &ours).await?;
     let theirs = expect_hello(next_frame(&mut frames).await?)?;
     if theirs.version != PROTOCOL_VERSION {
         return Err(version_mismatch(theirs.version));
     }
+    let offered = Offer::read(&theirs.rest)?;
+    let key_authenticated = match (&config.auth_key, &ours, offered) {
+        (None, _, Offer::None) => false,
+        (None, _, Offer::Key { .. }) => {
+            return Err(Error::AuthFailed {
+                reason: "the server requires a key: set one with ClientBuilder::auth_key".into(),
+            });
+        }
+        (Some(_), _, Offer::None) => {
+            return Err(Error::AuthFailed {
+                reason: "the server does not use a key; refusing to go on without authentication"
+                    .into(),
+            });
+        }
+        (
+            Some(key),
+            Offer::Key { nonce: client, .. },
+            Offer::Key {
+                nonce: server,
+                proof,
+            },
+        ) => {
+            let proven =
+                proof.is_some_and(|p| auth::verify(key, Role::Server, client, &server, &p));
+            if !proven {
+                return Err(Error::AuthFailed {
+                    reason: "the key does not match: the server could not prove it holds this \
+                             client's key"
+                        .into(),
+                });
+            }
+            let ours = auth::proof(key, Role::Client, client, &server);
+            send(&mut write, FrameBuf::auth_proof(&ours)).await?;
+            match next_frame(&mut frames)
+                .await
+                .map(|f| wire::parse(f.freeze()))
+            {
+                Ok(Ok(Message::AuthOk)) => true,
+                Ok(Ok(Message::GoAway { reason, .. })) => return Err(go_away_error(reason)),
+                Ok(_) => {
+                    return Err(Error::Protocol {
+                        detail: "expected the server to accept or refuse the key".into(),
+                    });
+                }
+                Err(Error::ConnectionLost { .. }) => {
+                    return Err(Error::AuthFailed {
+                        reason: "the server closed the connection during authentication".into(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        (Some(_), Offer::None, _) => {
+            return Err(Error::AuthFailed {
+                reason: "no key was offered".into(),
+            });
+        }
+    };
     Ok(Handshake {
         frames: established(frames, config),
         write,
         hello: theirs,
         peer,
         local,
+        key_authenticated,
+        certificate,
+        credentials,
     })
 }
 
-/// Reads the client's hello and answers it. Used by servers. On a version
-/// mismatch our hello is still sent so the client can report both versions.
+/// Why the server's authorization refused a peer during the handshake.
+fn refused(peer: &str) -> Error {
+    tracing::info!(%peer, "connection refused by the authorization rule");
+    Error::PermissionDenied {
+        detail: "the authorization rule refused the connection".into(),
+    }
+}
+
+/// Refuses the peer: go-away reason 3, then close.
+async fn refuse(write: &mut BoxedWrite) {
+    let _ = send(write, FrameBuf::go_away(wire::GOAWAY_PERMISSION_DENIED)).await;
+    let _ = write.shutdown().await;
+}
+
+/// Reads the client's hello and answers it, then authenticates the client
+/// if this server has a key. Used by servers. On a version mismatch our
+/// hello is still sent so the client can report both versions. `admit`
+/// (the authorization rule) decides once the peer is known: before our
+/// hello without a key, before our acceptance with one; a refused peer gets
+/// a go-away (reason 3) in their place.
 pub(crate) async fn handshake_as_server(
     stream: Stream,
     config: &ConnectionConfig,
+    admit: impl FnOnce(&Identity<'_>) -> bool,
 ) -> Result<Handshake, Error> {
-    let (mut frames, mut write, (peer, local)) = open_frames(stream);
+    let Opened {
+        mut frames,
+        mut write,
+        peer,
+        local,
+        certificate,
+        credentials,
+    } = open_frames(stream);
+    let identity = |key_authenticated| Identity {
+        peer: &peer,
+        key_authenticated,
+        certificate: certificate.clone(),
+        credentials,
+    };
     let theirs = expect_hello(next_frame(&mut frames).await?)?;
-    send_hello(&mut write, config).await?;
     if theirs.version != PROTOCOL_VERSION {
+        send_hello(&mut write, config, &Offer::None).await?;
         let _ = write.shutdown().await;
         return Err(version_mismatch(theirs.version));
     }
+    let offered = Offer::read(&theirs.rest)?;
+    let key_authenticated = match (&config.auth_key, offered) {
+        (None, Offer::None) => {
+            if !admit(&identity(false)) {
+                refuse(&mut write).await;
+                return Err(refused(&peer));
+            }
+            send_hello(&mut write, config, &Offer::None).await?;
+            false
+        }
+        (None, Offer::Key { .. }) => {
+            // Say so (no key here), and do not go on: no silent downgrade.
+            send_hello(&mut write, config, &Offer::None).await?;
+            let _ = write.shutdown().await;
+            auth::warn_failed(&peer, "the client offered a key; this server has none");
+            return Err(Error::AuthFailed {
+                reason: "the client offered a key; this server has none".into(),
+            });
+        }
+        (Some(_), Offer::None) => {
+            let challenge = Offer::Key {
+                nonce: auth::nonce()?,
+                proof: None,
+            };
+            send_hello(&mut write, config, &challenge).await?;
+            let _ = write.shutdown().await;
+            auth::warn_failed(&peer, "the client offered no key");
+            return Err(Error::AuthFailed {
+                reason: "the client offered no key".into(),
+            });
+        }
+        (Some(key), Offer::Key { nonce: client, .. }) => {
+            let server = auth::nonce()?;
+            let answer = Offer::Key {
+                nonce: server,
+                proof: Some(auth::proof(key, Role::Server, &client, &server)),
+            };
+            send_hello(&mut write, config, &answer).await?;
+            let next = match next_frame(&mut frames).await {
+                Ok(frame) => wire::parse(frame.freeze()),
+                Err(Error::ConnectionLost { .. }) => {
+                    // What a client does when our proof is not of its key.
+                    auth::warn_failed(
+                        &peer,
+                        "the client left: its key is not ours, or it has none",
+                    );
+                    return Err(Error::AuthFailed {
+                        reason: "the client left during authentication".into(),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            let claimed = match next {
+                Ok(Message::AuthProof { proof }) => proof,
+                _ => {
+                    auth::warn_failed(&peer, "expected the client's proof");
+                    return Err(Error::AuthFailed {
+                        reason: "the client sent something else than its proof".into(),
+                    });
+                }
+            };
+            if !auth::verify(key, Role::Client, &client, &server, &claimed) {
+                auth::warn_failed(&peer, "the key does not match");
+                let _ = send(&mut write, FrameBuf::go_away(wire::GOAWAY_AUTH_FAILED)).await;
+                let _ = write.shutdown().await;
+                return Err(Error::AuthFailed {
+                    reason: "the client's proof does not match the key".into(),
+                });
+            }
+            // Nothing may come before our acceptance: a client that sends
+            // requests without waiting for it is refused, whatever they are.
+            let early = !frames.read_buffer().is_empty()
+                || futures::FutureExt::now_or_never(frames.next()).is_some();
+            if early {
+                auth::warn_failed(&peer, "frames sent before authentication was accepted");
+                return Err(Error::AuthFailed {
+                    reason: "the client sent frames before the server accepted its key".into(),
+                });
+            }
+            if !admit(&identity(true)) {
+                refuse(&mut write).await;
+                return Err(refused(&peer));
+            }
+            send(&mut write, FrameBuf::auth_ok()).await?;
+            true
+        }
+    };
     Ok(Handshake {
         frames: established(frames, config),
         write,
         hello: theirs,
         peer,
         local,
+        key_authenticated,
+        certificate,
+        credentials,
     })
 }

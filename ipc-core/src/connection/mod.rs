@@ -23,6 +23,7 @@ use bytes::BytesMut;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ConnectionConfig;
+use crate::context::{Access, Peer};
 use crate::error::Error;
 use crate::outbox::Outbox;
 use crate::scope::Scope;
@@ -33,7 +34,7 @@ use crate::wire::{self, FrameBuf, Message, Request};
 pub(crate) use calls::{Discard, PendingCall, Response};
 pub(crate) use exports::Import;
 pub(crate) use handshake::{
-    Frames, Handshake, handshake_as_client, handshake_as_server, io_to_protocol,
+    Frames, Handshake, Identity, handshake_as_client, handshake_as_server, io_to_protocol,
 };
 pub(crate) use streams::{Inbox, Received, Receiver};
 
@@ -88,13 +89,18 @@ pub(crate) struct Target {
     pub(crate) service: Arc<dyn Service>,
 }
 
-/// What one side serves by name: a server's exposed objects and its system
-/// object. A client serves nothing by name (only what it exports).
+/// What one side serves by name: a server's exposed objects, its system
+/// object and its authorization rule. A client serves nothing by name
+/// (only what it exports).
 pub(crate) trait Host: Send + Sync + 'static {
     /// The named object with this handle (below [`wire::EXPORT_BASE`]).
     fn named(&self, handle: u32) -> Option<Target>;
     /// A call to the system object (handle 0).
     fn system(&self, conn: &Arc<Connection>, request: &Request) -> Reply;
+    /// Whether `peer` may do `access`. Everything, unless a rule says otherwise.
+    fn authorize(&self, _peer: &Peer, _access: Access<'_>) -> bool {
+        true
+    }
 }
 
 /// A side that serves nothing by name.
@@ -113,15 +119,13 @@ impl Host for NoHost {
     }
 }
 
-/// Who is on the other end and how to reach this connection, for logs and
-/// [`crate::CallContext`].
+/// This end's address and who is on the other end, for logs,
+/// authorization and [`crate::CallContext`].
 pub(crate) struct Labels {
-    /// The peer's address, as this side sees it.
-    pub(crate) peer: String,
     /// This end's address (`IP:PORT`, `unix:PATH` or `io`).
     pub(crate) local: String,
-    /// Unique within the process's connections of this side.
-    pub(crate) id: u64,
+    /// The peer.
+    pub(crate) peer: Arc<Peer>,
 }
 
 /// Shared state of one live connection.
@@ -130,12 +134,12 @@ pub(crate) struct Connection {
     pub(crate) config: ConnectionConfig,
     /// The largest frame the peer accepts (from its handshake, clamped).
     pub(crate) peer_max_frame: usize,
-    /// Who is on the other end, for logs and the call context.
+    /// Who is on the other end, for logs.
     pub(crate) peer: Arc<str>,
+    /// Who is on the other end, for authorization and the call context.
+    pub(crate) peer_info: Arc<Peer>,
     /// This end's address.
     pub(crate) local: String,
-    /// Numbers connections for [`crate::CallContext::connection_id`].
-    pub(crate) id: u64,
     host: Arc<dyn Host>,
     gauges: Arc<Gauges>,
     /// Calls this side made, waiting for their responses.
@@ -173,9 +177,9 @@ impl Connection {
             outbox: Outbox::new(config.write_buffer, gauges.buffered.clone()),
             config: config.clone(),
             peer_max_frame,
-            peer: Arc::from(labels.peer),
+            peer: labels.peer.addr.clone(),
+            peer_info: labels.peer,
             local: labels.local,
-            id: labels.id,
             host,
             gauges,
             calls: calls::Calls::default(),
@@ -296,6 +300,9 @@ impl Connection {
             Message::Release { handle } => self.on_release(handle),
             Message::Hello(_) => Err(Error::Protocol {
                 detail: "a second hello on an established connection".into(),
+            }),
+            Message::AuthProof { .. } | Message::AuthOk => Err(Error::Protocol {
+                detail: "an authentication frame after the handshake".into(),
             }),
         }
     }

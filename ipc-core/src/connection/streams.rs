@@ -46,9 +46,11 @@ pub(super) async fn produce(
         let _open = super::dispatch::Gauge::take(&conn.gauges.streams);
         let scope = conn.scope();
         let mut items = 0u64;
+        // The source is polled for one item ahead of the credit: an item
+        // then waits (alone) for room, and the stream's end is known, and
+        // sent, without any. So at most one item beyond the window is held.
         let (status, detail) = loop {
-            if !credit.wait().await {
-                // Ended by a cancel or a shutdown, which sent the end.
+            if credit.ended.load(std::sync::atomic::Ordering::Acquire) {
                 return items;
             }
             let next = std::future::poll_fn(|cx| {
@@ -66,6 +68,10 @@ pub(super) async fn produce(
             .await;
             match next {
                 Ok(Some(Ok(frame))) => {
+                    if !credit.wait().await {
+                        // Ended by a cancel or a shutdown, which sent the end.
+                        return items;
+                    }
                     let len = frame.body_len();
                     match conn.outbox.push_unless(frame, &credit.ended).await {
                         Ok(true) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Shared, conn};
-use crate::transport::{Listener, Stream};
+use crate::transport::{Listener, Socket, Stream, TlsAcceptor};
 use crate::wire::{self, FrameBuf};
 
 pub(super) async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
@@ -20,16 +20,18 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
             a = listener.accept() => a,
         };
         match accepted {
-            Ok(stream) => match ConnectionSlot::take(&shared) {
+            Ok(socket) => match ConnectionSlot::take(&shared) {
                 Some(slot) => {
-                    shared.tracker.spawn(conn::serve(slot, stream));
+                    shared.tracker.spawn(conn::serve(slot, socket));
                 }
                 None => {
-                    tracing::warn!(peer = %stream.peer, "connection limit reached; refusing");
+                    tracing::warn!(peer = %socket.peer, "connection limit reached; refusing");
                     // Refusals are short (1 s at most) and themselves
                     // bounded: past that, the socket is just closed.
                     if let Some(refusal) = Refusal::take(&shared) {
-                        shared.tracker.spawn(refuse(stream, refusal));
+                        shared
+                            .tracker
+                            .spawn(refuse(socket, shared.tls.clone(), refusal));
                     }
                 }
             },
@@ -96,14 +98,21 @@ impl Drop for Refusal {
 
 /// Tells a connection over the limit why it is refused, lets it finish
 /// sending its hello (so the close is not a reset), and closes it.
-async fn refuse(stream: Stream, _refusal: Refusal) {
-    let Stream {
-        mut read,
-        mut write,
-        ..
-    } = stream;
+async fn refuse(socket: Socket, tls: Option<TlsAcceptor>, _refusal: Refusal) {
     let frame = FrameBuf::go_away(wire::GOAWAY_CONNECTION_LIMIT).into_unchecked();
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        // Over TLS the refusal is said inside TLS, so the client can read it.
+        let Stream {
+            mut read,
+            mut write,
+            ..
+        } = match tls {
+            Some(tls) => tls
+                .accept(socket)
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?,
+            None => socket.plain(),
+        };
         write.write_all(&frame).await?;
         write.shutdown().await?;
         let mut sink = [0u8; 256];

@@ -12,10 +12,11 @@ use tracing::Instrument;
 use super::Shared;
 use super::accept::ConnectionSlot;
 use crate::connection::{self, Closure, Connection, Host, Labels, Target};
+use crate::context::{Access, Peer};
 use crate::error::Error;
 use crate::object::{ObjectInfo, ResolveRequest};
 use crate::service::{Reply, Service};
-use crate::transport::Stream;
+use crate::transport::Socket;
 use crate::wire::{self, Request, Status};
 
 /// Closes a connection when dropped, however its task ends (even by a
@@ -54,15 +55,28 @@ impl Host for ServerHost {
         })
     }
 
+    fn authorize(&self, peer: &Peer, access: Access<'_>) -> bool {
+        self.shared.authorize.as_ref().is_none_or(|rule| {
+            // A rule that panics refuses.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rule(peer, access)))
+                .unwrap_or(false)
+        })
+    }
+
     /// Method 0 resolves a name to a handle, method 1 lists the directory.
-    fn system(&self, _: &Arc<Connection>, request: &Request) -> Reply {
+    /// Objects the peer may not see are absent from both.
+    fn system(&self, conn: &Arc<Connection>, request: &Request) -> Reply {
         match request.method {
-            wire::SYSTEM_RESOLVE => self.resolve(request),
+            wire::SYSTEM_RESOLVE => self.resolve(conn, request),
             wire::SYSTEM_LIST => {
+                if let Err(e) = wire::decode::<()>(&request.args) {
+                    return Reply::error(Status::BadRequest, &e.to_string());
+                }
                 let list: Vec<ObjectInfo> = self
                     .shared
                     .objects
                     .iter()
+                    .filter(|o| self.may_see(conn, &o.name))
                     .map(|o| ObjectInfo::new(&o.name, o.service.descriptor()))
                     .collect();
                 Reply::value(&list)
@@ -76,12 +90,21 @@ impl Host for ServerHost {
 }
 
 impl ServerHost {
-    fn resolve(&self, request: &Request) -> Reply {
+    fn may_see(&self, conn: &Connection, object: &str) -> bool {
+        self.authorize(&conn.peer_info, Access::Object { object })
+    }
+
+    fn resolve(&self, conn: &Connection, request: &Request) -> Reply {
         let lookup: ResolveRequest = match wire::decode(&request.args) {
             Ok(l) => l,
             Err(e) => return Reply::error(Status::BadRequest, &e.to_string()),
         };
-        let Some(&handle) = self.shared.by_name.get(&lookup.name) else {
+        let Some(&handle) = self
+            .shared
+            .by_name
+            .get(&lookup.name)
+            .filter(|_| self.may_see(conn, &lookup.name))
+        else {
             return Reply::error(Status::UnknownObject, &lookup.name);
         };
         let exposed = usize::try_from(handle)
@@ -99,16 +122,39 @@ impl ServerHost {
 }
 
 /// Serves one accepted connection until it ends.
-pub(super) async fn serve(slot: ConnectionSlot, stream: Stream) {
+pub(super) async fn serve(slot: ConnectionSlot, socket: Socket) {
     let shared = slot.0.clone();
-    let span = tracing::debug_span!("ipc.conn", peer = %stream.peer);
+    let span = tracing::debug_span!("ipc.conn", peer = %socket.peer);
     let _slot = slot;
     let work = async {
+        let host = ServerHost {
+            shared: shared.clone(),
+            instances: shared.objects.iter().map(|_| OnceLock::new()).collect(),
+        };
+        let connection_id = shared
+            .next_connection_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let peer_of = |who: &connection::Identity<'_>| Peer {
+            addr: Arc::from(who.peer),
+            connection_id,
+            key_authenticated: who.key_authenticated,
+            certificate: who.certificate.clone(),
+            credentials: who.credentials,
+        };
+        // TLS (if any), the hello and authentication: all within the
+        // handshake timeout, all before anything else is read.
+        let opening = async {
+            let stream = match &shared.tls {
+                Some(tls) => tls.accept(socket).await?,
+                None => socket.plain(),
+            };
+            connection::handshake_as_server(stream, &shared.config, |who| {
+                host.authorize(&peer_of(who), Access::Connect)
+            })
+            .await
+        };
         let handshake = tokio::select! {
-            r = tokio::time::timeout(
-                shared.config.handshake_timeout,
-                connection::handshake_as_server(stream, &shared.config),
-            ) => r,
+            r = tokio::time::timeout(shared.config.handshake_timeout, opening) => r,
             _ = shared.token.cancelled() => return,
         };
         let handshake = match handshake {
@@ -119,6 +165,8 @@ pub(super) async fn serve(slot: ConnectionSlot, stream: Stream) {
                 tracing::debug!(error = %e, "peer left before the handshake");
                 return;
             }
+            // Logged (rate-limited, or at info) where it was found.
+            Ok(Err(Error::AuthFailed { .. } | Error::PermissionDenied { .. })) => return,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "handshake failed; closing connection");
                 return;
@@ -134,19 +182,21 @@ pub(super) async fn serve(slot: ConnectionSlot, stream: Stream) {
             write,
             peer,
             local,
+            key_authenticated,
+            certificate,
+            credentials,
             ..
         } = handshake;
-        let host = ServerHost {
-            shared: shared.clone(),
-            instances: shared.objects.iter().map(|_| OnceLock::new()).collect(),
-        };
-        let id = shared
-            .next_connection_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let peer = Arc::new(peer_of(&connection::Identity {
+            peer: &peer,
+            key_authenticated,
+            certificate,
+            credentials,
+        }));
         let conn = Connection::new(
             &shared.config,
             peer_limit,
-            Labels { peer, local, id },
+            Labels { local, peer },
             Arc::new(host),
             shared.gauges.connection.clone(),
             1,

@@ -31,9 +31,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{self, ConnectionConfig};
 use crate::connection::Gauges as ConnectionGauges;
+use crate::context::{Access, Peer};
 use crate::error::Error;
 use crate::service::Service;
-use crate::transport::{Address, Listener, Stream};
+use crate::transport::{Address, Listener, Socket, TlsAcceptor, TlsServer};
 
 use accept::{ConnectionSlot, accept_loop};
 
@@ -57,7 +58,13 @@ pub struct ServerBuilder {
     token: Option<CancellationToken>,
     signal: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     objects: Vec<(String, Arc<dyn Service>)>,
+    tls: Option<TlsServer>,
+    authorize: Option<Authorizer>,
+    unix_mode: u32,
 }
+
+/// An authorization rule (see [`ServerBuilder::authorize`]).
+pub(crate) type Authorizer = Arc<dyn Fn(&Peer, Access<'_>) -> bool + Send + Sync>;
 
 impl Default for ServerBuilder {
     fn default() -> Self {
@@ -69,6 +76,9 @@ impl Default for ServerBuilder {
             token: None,
             signal: None,
             objects: Vec::new(),
+            tls: None,
+            authorize: None,
+            unix_mode: config::DEFAULT_UNIX_MODE,
         }
     }
 }
@@ -212,6 +222,64 @@ impl ServerBuilder {
         self
     }
 
+    /// Requires every client to prove it holds `key` (and proves this server
+    /// holds it too) before anything else is read: a mutual HMAC-SHA256
+    /// challenge–response over fresh nonces from both sides, costing one
+    /// round trip at connect and nothing per call. The key never crosses
+    /// the wire and is never logged. Default: no key. A client without the
+    /// key, or with another, gets [`Error::AuthFailed`]; so does a client with
+    /// a key when the server has none (no silent downgrade).
+    pub fn auth_key(mut self, key: crate::AuthKey) -> Self {
+        self.config.auth_key = Some(key);
+        self
+    }
+
+    /// Serves TLS (needed by, and only by, a `tls://HOST:PORT` address;
+    /// [`ServerBuilder::start`] fails with [`Error::Config`] otherwise). The
+    /// TLS handshake runs in the connection's task, within the handshake
+    /// timeout, under `max_connections`.
+    pub fn tls(mut self, tls: TlsServer) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Decides who may do what: `rule(peer, access)` is asked once per
+    /// connection ([`Access::Connect`]: `false` closes it), for each object
+    /// a lookup or the directory would show ([`Access::Object`]: `false`
+    /// hides it), and before each call to a named object ([`Access::Call`]:
+    /// `false` answers [`Error::PermissionDenied`] and the handler never
+    /// runs). `peer` tells who is calling: address, TLS certificate, shared
+    /// key, Unix credentials. Default: everything is allowed. The rule runs
+    /// on the connection's reader: keep it quick.
+    ///
+    /// ```
+    /// use ipc_core::{Access, Server};
+    /// // Only the server's own user may connect over a Unix socket;
+    /// // nobody may call `shutdown` on `Admin`.
+    /// let me = 0; // the server's uid
+    /// let server = Server::builder().authorize(move |peer, access| match access {
+    ///     Access::Connect => peer.credentials().is_none_or(|c| c.uid == me),
+    ///     Access::Call { object: "Admin", method: "shutdown" } => false,
+    ///     _ => true,
+    /// });
+    /// # drop(server);
+    /// ```
+    pub fn authorize<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(&Peer, Access<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.authorize = Some(Arc::new(rule));
+        self
+    }
+
+    /// Permissions of the socket file when listening on a Unix socket.
+    /// Default `0o600`: only the server's own user can connect (connecting
+    /// needs write permission on the file). Set before the first accept.
+    pub fn unix_mode(mut self, mode: u32) -> Self {
+        self.unix_mode = mode;
+        self
+    }
+
     /// Shuts the server down gracefully when `signal` completes: for
     /// example [`shutdown_signal()`](crate::shutdown_signal), so that Ctrl-C
     /// and SIGTERM stop the server as [`ServerHandle::stop`] does. The
@@ -228,8 +296,9 @@ impl ServerBuilder {
     /// (no retry) if the address is in use, naming it.
     pub async fn start(mut self) -> Result<ServerHandle, Error> {
         let signal = self.signal.take();
+        let unix_mode = self.unix_mode;
         let shared = self.into_shared()?;
-        let (listener, local_addr) = Listener::bind(&shared.bind_addr).await?;
+        let (listener, local_addr) = Listener::bind(&shared.bind_addr, unix_mode).await?;
         tracing::info!(addr = %local_addr, "listening");
         shared.tracker.spawn(accept_loop(shared.clone(), listener));
         spawn_supervisor(&shared);
@@ -267,6 +336,27 @@ impl ServerBuilder {
                 service,
             });
         }
+        let tls = match (self.addr.is_tls(), &self.tls) {
+            (true, Some(tls)) => Some(tls.acceptor()?),
+            (false, None) => None,
+            (true, None) => {
+                return Err(Error::Config {
+                    detail: format!(
+                        "`{}` is a TLS address: give the server its certificate with \
+                         ServerBuilder::tls",
+                        self.addr
+                    ),
+                });
+            }
+            (false, Some(_)) => {
+                return Err(Error::Config {
+                    detail: format!(
+                        "TLS settings were given, but `{}` is not a TLS address: use tls://HOST:PORT",
+                        self.addr
+                    ),
+                });
+            }
+        };
         let token = self.token.map(|t| t.child_token()).unwrap_or_default();
         Ok(Arc::new(Shared {
             bind_addr: self.addr,
@@ -281,6 +371,8 @@ impl ServerBuilder {
             stopped: CancellationToken::new(),
             tracker: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
+            tls,
+            authorize: self.authorize,
         }))
     }
 }
@@ -349,6 +441,10 @@ struct Shared {
     tracker: TaskTracker,
     /// Numbers connections for [`crate::CallContext::connection_id`].
     next_connection_id: AtomicU64,
+    /// TLS, for a `tls://` address.
+    tls: Option<TlsAcceptor>,
+    /// Who may do what.
+    authorize: Option<Authorizer>,
 }
 
 /// A running server. Dropping it starts a graceful shutdown in the background;
@@ -423,13 +519,13 @@ impl ServerHandle {
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let stream = Stream::from_io(io, "io".to_owned());
+        let socket = Socket::from_io(io, "io".to_owned());
         if self.shared.token.is_cancelled() {
             return;
         }
         match ConnectionSlot::take(&self.shared) {
             Some(slot) => {
-                self.shared.tracker.spawn(conn::serve(slot, stream));
+                self.shared.tracker.spawn(conn::serve(slot, socket));
             }
             None => tracing::warn!("connection limit reached; refusing a stream"),
         }

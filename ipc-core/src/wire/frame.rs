@@ -182,6 +182,18 @@ impl FrameBuf {
         Self::start(Kind::Release, u64::from(handle), 0)
     }
 
+    /// The client's proof of the shared key.
+    pub fn auth_proof(proof: &[u8; super::AUTH_LEN]) -> Self {
+        let mut f = Self::start(Kind::AuthProof, 0, super::AUTH_LEN);
+        f.buf.put_slice(proof);
+        f
+    }
+
+    /// The server's acceptance of the client's proof.
+    pub fn auth_ok() -> Self {
+        Self::start(Kind::AuthOk, 0, 0)
+    }
+
     /// A cancel frame.
     pub fn cancel(id: u64) -> Self {
         Self::start(Kind::Cancel, id, 0)

@@ -31,8 +31,10 @@
 //! | 7    | StreamEnd  | request id    | status `u8`, body: how the stream ended |
 //! | 8    | Credit     | request id    | bytes granted `u32`: the stream's producer may send that much more |
 //! | 9    | Release    | object handle | empty: the sender dropped its last proxy to that exported object |
+//! | 10   | AuthProof  | 0             | the client's proof of the shared key: 32 bytes |
+//! | 11   | AuthOk     | 0             | empty: the server accepted the proof |
 //!
-//! Kinds 10..=255 are reserved; a peer that receives one closes the connection.
+//! Kinds 12..=255 are reserved; a peer that receives one closes the connection.
 //! Bodies are bincode 2 through serde with little-endian *fixed-width* integers:
 //! a `String`/`Vec<T>` is a `u64` length then the elements, an enum is a `u32`
 //! variant index then its fields, `Option` is a `u8` tag. Method arguments are
@@ -79,6 +81,13 @@ pub const EXPORT_BASE: u32 = 1 << 31;
 pub const GOAWAY_SHUTDOWN: u64 = 0;
 /// GoAway reason (sent instead of a Hello): the server is at its connection limit.
 pub const GOAWAY_CONNECTION_LIMIT: u64 = 1;
+/// GoAway reason: shared-key authentication failed (the key does not match,
+/// or the client offered none).
+pub const GOAWAY_AUTH_FAILED: u64 = 2;
+/// GoAway reason: the server's authorization refused this peer.
+pub const GOAWAY_PERMISSION_DENIED: u64 = 3;
+/// Bytes of an authentication nonce, and of a proof (HMAC-SHA256).
+pub const AUTH_LEN: usize = 32;
 
 /// The message kinds (first byte of every frame body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +113,10 @@ pub enum Kind {
     Credit = 8,
     /// An exported object's last proxy is gone.
     Release = 9,
+    /// The client's proof of the shared key.
+    AuthProof = 10,
+    /// The server accepted the client's proof.
+    AuthOk = 11,
 }
 
 /// Status byte of a response (and of a stream's end): the outcome, and how
@@ -142,6 +155,9 @@ pub enum Status {
     Cancelled = 25,
     /// The call's deadline passed and it was dropped; body is empty.
     DeadlineExceeded = 26,
+    /// The server's authorization refused this call; it did not run. Body
+    /// is a `String` detail.
+    PermissionDenied = 27,
 }
 
 impl Status {
@@ -161,6 +177,7 @@ impl Status {
             24 => Self::Overloaded,
             25 => Self::Cancelled,
             26 => Self::DeadlineExceeded,
+            27 => Self::PermissionDenied,
             _ => return None,
         })
     }
@@ -255,6 +272,13 @@ pub enum Message {
         /// The exported object's handle.
         handle: u32,
     },
+    /// The client's proof that it holds the shared key.
+    AuthProof {
+        /// HMAC-SHA256 over the handshake (see the README).
+        proof: [u8; AUTH_LEN],
+    },
+    /// The server accepted the client's proof.
+    AuthOk,
 }
 
 /// The handshake fields.
@@ -403,6 +427,21 @@ pub fn parse(mut frame: Bytes) -> Result<Message, ProtocolError> {
                 len,
             })?;
             Ok(Message::Release { handle })
+        }
+        10 => {
+            if frame.len() != AUTH_LEN {
+                return Err(ProtocolError::Truncated {
+                    kind: "auth proof",
+                    len,
+                });
+            }
+            let mut proof = [0u8; AUTH_LEN];
+            frame.copy_to_slice(&mut proof);
+            Ok(Message::AuthProof { proof })
+        }
+        11 => {
+            nothing_after("auth ok", &frame)?;
+            Ok(Message::AuthOk)
         }
         other => Err(ProtocolError::UnknownKind(other)),
     }

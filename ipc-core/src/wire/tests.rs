@@ -116,11 +116,11 @@ fn trailing_bytes_are_an_error() {
 
 #[test]
 fn unknown_kind_and_truncation_are_errors() {
-    let mut b = vec![10u8];
+    let mut b = vec![12u8];
     b.extend_from_slice(&0u64.to_le_bytes());
     assert_eq!(
         parse(Bytes::from(b)).unwrap_err(),
-        ProtocolError::UnknownKind(10)
+        ProtocolError::UnknownKind(12)
     );
     assert!(matches!(
         parse(Bytes::from_static(&[1, 0])),

@@ -33,14 +33,16 @@ async fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
-        (Some("serve"), Ok(Args { addr, rest })) if rest.is_empty() => {
-            let server = Server::builder()
-                .addr(addr)
-                .expose(ChatRoomServer::new(Room::default()));
+        (Some("serve"), Ok(args)) if args.rest.is_empty() => {
+            let server = match args.server() {
+                Ok(builder) => builder.expose(ChatRoomServer::new(Room::default())),
+                Err(why) => return usage_error(&why),
+            };
             ipc_examples::serve_until_signal("chat", server).await
         }
-        (Some("join"), Ok(Args { addr, mut rest })) if rest.len() == 1 => {
-            match join(addr, rest.remove(0)).await {
+        (Some("join"), Ok(mut args)) if args.rest.len() == 1 => {
+            let name = args.rest.remove(0);
+            match join(&args, name).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -124,8 +126,8 @@ async fn scripted() -> Result<(), Box<dyn std::error::Error>> {
 
 /// A member in its own process: posts each line of standard input, prints
 /// what it receives, leaves at the end of input.
-async fn join(addr: ipc_core::Address, name: String) -> Result<(), Box<dyn std::error::Error>> {
-    let client = Client::connect(addr).await?;
+async fn join(args: &Args, name: String) -> Result<(), Box<dyn std::error::Error>> {
+    let client = args.client()?.connect().await?;
     let room: ChatRoomProxy = client.get_exposed_object().await?;
     let mut inbox = enter(&room, &name).await?;
     println!("joined as {name}");

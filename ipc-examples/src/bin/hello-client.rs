@@ -14,10 +14,11 @@
 
 use std::process::ExitCode;
 
-use ipc_core::{Address, Client, Error};
+use ipc_core::{Client, Error};
 use ipc_examples::{Args, ArgsError, GreeterProxy};
 
-const USAGE: &str = "usage: hello-client [--addr HOST:PORT|unix:PATH] ([--delay MS] NAME | --list)   \
+const USAGE: &str = "usage: hello-client [--addr HOST:PORT|tls://HOST:PORT|unix:PATH] \
+     [--key-file PATH] [--ca CA.pem [--cert C.pem --key K.pem]] ([--delay MS] NAME | --list)   \
      (default localhost:9099)";
 
 #[tokio::main]
@@ -37,7 +38,7 @@ async fn main() -> ExitCode {
     }
     if list {
         return match Args::parse(args) {
-            Ok(Args { addr, rest }) if rest.is_empty() => match print_objects(addr).await {
+            Ok(args) if args.rest.is_empty() => match print_objects(&args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hello-client: {e}");
@@ -52,9 +53,12 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let (addr, name) = match Args::parse(args) {
-        Ok(Args { addr, mut rest }) if rest.len() == 1 => (addr, rest.remove(0)),
-        Ok(Args { rest, .. }) if rest.is_empty() => return usage_error("missing NAME"),
+    let (args, name) = match Args::parse(args) {
+        Ok(mut args) if args.rest.len() == 1 => {
+            let name = args.rest.remove(0);
+            (args, name)
+        }
+        Ok(args) if args.rest.is_empty() => return usage_error("missing NAME"),
         Ok(_) => return usage_error("expected exactly one NAME"),
         Err(ArgsError::Invalid(why)) => return usage_error(&why),
         Err(ArgsError::Help) => {
@@ -63,7 +67,7 @@ async fn main() -> ExitCode {
         }
     };
 
-    match greet(addr, name, delay).await {
+    match greet(&args, name, delay).await {
         Ok(greeting) => {
             println!("{greeting}");
             ExitCode::SUCCESS
@@ -76,8 +80,16 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn greet(addr: Address, name: String, delay: Option<u64>) -> Result<String, Error> {
-    let client = Client::connect(addr).await?;
+/// Connects as the options say (address, key, TLS).
+async fn connect(args: &Args) -> Result<Client, Error> {
+    match args.client() {
+        Ok(builder) => builder.connect().await,
+        Err(detail) => Err(Error::Config { detail }),
+    }
+}
+
+async fn greet(args: &Args, name: String, delay: Option<u64>) -> Result<String, Error> {
+    let client = connect(args).await?;
     let greeter: GreeterProxy = client.get_exposed_object().await?;
     match delay {
         Some(ms) => greeter.greet_after(name, ms).await,
@@ -86,8 +98,8 @@ async fn greet(addr: Address, name: String, delay: Option<u64>) -> Result<String
 }
 
 /// Prints the server's object directory.
-async fn print_objects(addr: Address) -> Result<(), Error> {
-    let client = Client::connect(addr).await?;
+async fn print_objects(args: &Args) -> Result<(), Error> {
+    let client = connect(args).await?;
     for object in client.objects().await? {
         println!(
             "{} (trait {}, fingerprint {:016x})",

@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! hello-server [--addr HOST:PORT|unix:PATH]      (default localhost:9099)
+//! hello-server --key-file KEY                     (clients must prove they hold KEY)
+//! hello-server --addr tls://HOST:PORT --cert CHAIN.pem --key KEY.pem [--client-ca CA.pem]
 //! ```
 //!
 //! Prints `listening on ADDR` once the address is bound. Exits 0 after Ctrl-C
@@ -12,10 +14,11 @@
 
 use std::process::ExitCode;
 
-use ipc_core::Server;
 use ipc_examples::{Args, ArgsError, GreeterServer, Hello};
 
-const USAGE: &str = "usage: hello-server [--addr HOST:PORT|unix:PATH]   (default localhost:9099)";
+const USAGE: &str = "usage: hello-server [--addr HOST:PORT|tls://HOST:PORT|unix:PATH] \
+     [--key-file PATH] [--cert CHAIN.pem --key KEY.pem [--client-ca CA.pem]]   \
+     (default localhost:9099)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -30,9 +33,10 @@ async fn main() -> ExitCode {
         }
     };
 
-    let server = Server::builder()
-        .addr(args.addr)
-        .expose(GreeterServer::new(Hello));
+    let server = match args.server() {
+        Ok(builder) => builder.expose(GreeterServer::new(Hello)),
+        Err(why) => return usage_error(&why),
+    };
     ipc_examples::serve_until_signal("hello-server", server).await
 }
 

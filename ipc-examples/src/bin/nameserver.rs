@@ -16,8 +16,8 @@
 
 use std::process::ExitCode;
 
+use ipc_core::Address;
 use ipc_core::nameserver::DEFAULT_NAME_SERVER_ADDR;
-use ipc_core::{Address, Server};
 use ipc_examples::{Args, ArgsError};
 
 const USAGE: &str = "usage: nameserver [--addr HOST:PORT|unix:PATH]   (default localhost:9090)";
@@ -40,12 +40,16 @@ async fn main() -> ExitCode {
         }
     };
     let addr = if addr_given {
-        args.addr
+        args.addr.clone()
     } else {
         Address::from(DEFAULT_NAME_SERVER_ADDR)
     };
 
-    let server = Server::builder()
+    let server = match args.server() {
+        Ok(builder) => builder,
+        Err(why) => return usage_error(&why),
+    };
+    let server = server
         .addr(addr)
         // Registrations end with their connection: never close quiet ones.
         .idle_timeout(None)

@@ -1,16 +1,28 @@
-//! Transports: addresses, listening, connecting, and the one seam every
+//! Transports: addresses, listening, connecting, TLS, and the one seam every
 //! connection goes through (any `AsyncRead + AsyncWrite` byte stream).
+//!
+//! A listener or a connect gives a [`Socket`] (TCP, Unix, or a stream handed
+//! in); TLS, when the address says `tls://`, wraps it (`tls`); the result is
+//! a [`Stream`], split in halves, with what is known of the peer.
+
+mod tls;
+#[cfg(unix)]
+mod unix;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::Error;
+
+pub use tls::{PeerCertificate, TlsClient, TlsServer};
+pub(crate) use tls::{TlsAcceptor, failure as tls_failure, looks_like_tls};
 
 /// The read half of a connection's byte stream.
 pub(crate) type BoxedRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -25,6 +37,7 @@ pub(crate) type BoxedWrite = Box<dyn AsyncWrite + Send + Unpin>;
 /// |---|---|
 /// | `HOST:PORT`, `tcp:HOST:PORT` | [`Address::Tcp`]: a name such as `localhost:9099`, or an IP address such as `127.0.0.1:0` or `[::1]:9099` |
 /// | `unix:PATH` | [`Address::Unix`]: an absolute (`unix:/run/app.sock`) or relative (`unix:app.sock`) socket path; everything after `unix:` is the path, as is |
+/// | `tls://HOST:PORT` | [`Address::Tls`]: TCP with TLS (needs TLS settings on the builder) |
 ///
 /// [`Display`](fmt::Display) writes the same forms back (`unix:/run/app.sock`),
 /// so an address printed by a server can be handed to a client.
@@ -45,6 +58,9 @@ pub(crate) type BoxedWrite = Box<dyn AsyncWrite + Send + Unpin>;
 pub enum Address {
     /// A TCP `host:port`; the host may be a name, resolved when used.
     Tcp(String),
+    /// A TCP `host:port` with TLS over it: `tls://HOST:PORT`. The server
+    /// needs [`TlsServer`] settings, the client [`TlsClient`] settings.
+    Tls(String),
     /// A Unix domain socket at this path (Unix only; elsewhere binding and
     /// connecting fail with [`io::ErrorKind::Unsupported`]). A relative path
     /// is resolved against the current directory when used.
@@ -71,10 +87,11 @@ pub enum Address {
 }
 
 impl Address {
-    /// The TCP socket address, if this is a TCP address holding a literal IP.
+    /// The TCP socket address, if this is a TCP (or TLS) address holding a
+    /// literal IP.
     pub fn as_socket_addr(&self) -> Option<SocketAddr> {
         match self {
-            Self::Tcp(s) => s.parse().ok(),
+            Self::Tcp(s) | Self::Tls(s) => s.parse().ok(),
             Self::Unix(_) => None,
         }
     }
@@ -82,8 +99,24 @@ impl Address {
     /// The socket path, if this is a Unix domain socket address.
     pub fn as_unix_path(&self) -> Option<&Path> {
         match self {
-            Self::Tcp(_) => None,
+            Self::Tcp(_) | Self::Tls(_) => None,
             Self::Unix(p) => Some(p),
+        }
+    }
+
+    /// Whether this is a `tls://` address.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+
+    /// The host of a TCP or TLS address (without brackets for IPv6).
+    pub(crate) fn host(&self) -> Option<&str> {
+        match self {
+            Self::Tcp(s) | Self::Tls(s) => {
+                let (host, _) = s.rsplit_once(':')?;
+                Some(host.trim_start_matches('[').trim_end_matches(']'))
+            }
+            Self::Unix(_) => None,
         }
     }
 }
@@ -92,6 +125,8 @@ impl Address {
 const UNIX_PREFIX: &str = "unix:";
 /// The optional prefix of a TCP address: `tcp:HOST:PORT`.
 const TCP_PREFIX: &str = "tcp:";
+/// The prefix of a TLS address: `tls://HOST:PORT`.
+const TLS_PREFIX: &str = "tls://";
 
 impl Default for Address {
     /// `localhost:9099`, the default of the original system.
@@ -104,6 +139,7 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Tcp(s) => f.write_str(s),
+            Self::Tls(s) => write!(f, "{TLS_PREFIX}{s}"),
             // A path that is not UTF-8 is written lossily.
             Self::Unix(p) => write!(f, "{UNIX_PREFIX}{}", p.display()),
         }
@@ -125,11 +161,16 @@ impl FromStr for Address {
                 Ok(Self::Unix(PathBuf::from(path)))
             };
         }
-        let s = s.strip_prefix(TCP_PREFIX).unwrap_or(s);
+        let (tls, s) = match s.strip_prefix(TLS_PREFIX) {
+            Some(rest) => (true, rest),
+            None => (false, s.strip_prefix(TCP_PREFIX).unwrap_or(s)),
+        };
         match s.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(Self::Tcp(s.to_owned()))
-            }
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(if tls {
+                Self::Tls(s.to_owned())
+            } else {
+                Self::Tcp(s.to_owned())
+            }),
             _ => Err(Error::InvalidAddress {
                 addr: s.to_owned(),
                 reason: "expected HOST:PORT or unix:PATH, for example localhost:9099",
@@ -155,10 +196,13 @@ impl From<&str> for Address {
     /// `host:port` (an optional `tcp:` prefix removed), as is, and checked
     /// when used. Use [`str::parse`] to check it at once.
     fn from(s: &str) -> Self {
-        match s.strip_prefix(UNIX_PREFIX) {
-            Some(path) => Self::Unix(PathBuf::from(path)),
-            None => Self::Tcp(s.strip_prefix(TCP_PREFIX).unwrap_or(s).to_owned()),
+        if let Some(path) = s.strip_prefix(UNIX_PREFIX) {
+            return Self::Unix(PathBuf::from(path));
         }
+        if let Some(rest) = s.strip_prefix(TLS_PREFIX) {
+            return Self::Tls(rest.to_owned());
+        }
+        Self::Tcp(s.strip_prefix(TCP_PREFIX).unwrap_or(s).to_owned())
     }
 }
 
@@ -183,6 +227,19 @@ impl From<&Path> for Address {
     }
 }
 
+/// A Unix peer's credentials, from the socket (`SO_PEERCRED`): who the
+/// process on the other end runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct UnixCredentials {
+    /// The peer's user id.
+    pub uid: u32,
+    /// The peer's group id.
+    pub gid: u32,
+    /// The peer's process id, where the platform says.
+    pub pid: Option<i32>,
+}
+
 /// A bound listener.
 #[derive(Debug)]
 pub(crate) enum Listener {
@@ -191,50 +248,102 @@ pub(crate) enum Listener {
     Unix(unix::SocketListener),
 }
 
-/// An accepted or connected stream, split, with a label for logs.
+/// Any byte stream a connection can run over.
+pub(crate) trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// A connected or accepted byte stream, before TLS.
+pub(crate) enum RawSocket {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+    /// A stream handed in (`serve_io`, `connect_io`).
+    Io(Box<dyn Duplex>),
+}
+
+/// A socket with what is known of its ends.
+pub(crate) struct Socket {
+    pub(crate) raw: RawSocket,
+    /// The peer's address, for logs and the call context.
+    pub(crate) peer: String,
+    /// This end's address, in the same form.
+    pub(crate) local: String,
+    /// A Unix socket peer's credentials.
+    pub(crate) credentials: Option<UnixCredentials>,
+}
+
+impl Socket {
+    fn tcp(s: TcpStream, peer: String) -> Self {
+        // Small frames must not wait for Nagle; the outbox batches writes itself.
+        let _ = s.set_nodelay(true);
+        let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        Self {
+            raw: RawSocket::Tcp(s),
+            peer,
+            local,
+            credentials: None,
+        }
+    }
+
+    /// Any byte stream: in-memory pipes in tests, a TLS stream made outside...
+    pub(crate) fn from_io<T: AsyncRead + AsyncWrite + Send + 'static>(io: T, peer: String) -> Self {
+        Self {
+            raw: RawSocket::Io(Box::new(Box::pin(io))),
+            peer,
+            local: "io".to_owned(),
+            credentials: None,
+        }
+    }
+
+    /// The stream without TLS.
+    pub(crate) fn plain(self) -> Stream {
+        let (read, write): (BoxedRead, BoxedWrite) = match self.raw {
+            // Owned halves: no lock between reader and writer.
+            RawSocket::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            #[cfg(unix)]
+            RawSocket::Unix(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            RawSocket::Io(io) => {
+                let (r, w) = tokio::io::split(io);
+                (Box::new(r), Box::new(w))
+            }
+        };
+        Stream {
+            read,
+            write,
+            peer: self.peer,
+            local: self.local,
+            credentials: self.credentials,
+            certificate: None,
+        }
+    }
+}
+
+/// A connection's byte stream, split, with what is known of the peer.
 pub(crate) struct Stream {
     pub(crate) read: BoxedRead,
     pub(crate) write: BoxedWrite,
     pub(crate) peer: String,
     /// This end's address, in the same form as `peer`.
     pub(crate) local: String,
-}
-
-impl Stream {
-    fn tcp(s: TcpStream, peer: String) -> Self {
-        // Small frames must not wait for Nagle; the outbox batches writes itself.
-        let _ = s.set_nodelay(true);
-        let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        let (r, w) = s.into_split();
-        Self {
-            read: Box::new(r),
-            write: Box::new(w),
-            peer,
-            local,
-        }
-    }
-
-    /// Any byte stream: in-memory pipes in tests, TLS wrappers, and so on.
-    pub(crate) fn from_io<T>(io: T, peer: String) -> Self
-    where
-        T: AsyncRead + AsyncWrite + Send + 'static,
-    {
-        let (r, w) = tokio::io::split(io);
-        Self {
-            read: Box::new(r),
-            write: Box::new(w),
-            peer,
-            local: "io".to_owned(),
-        }
-    }
+    /// A Unix socket peer's credentials.
+    pub(crate) credentials: Option<UnixCredentials>,
+    /// The peer's verified TLS certificate, if it presented one.
+    pub(crate) certificate: Option<Arc<PeerCertificate>>,
 }
 
 impl Listener {
     /// Binds at once; a busy port or a live socket is an error naming the
-    /// address, never a retry.
-    pub(crate) async fn bind(addr: &Address) -> Result<(Self, Address), Error> {
+    /// address, never a retry. A Unix socket file gets permissions `mode`.
+    pub(crate) async fn bind(addr: &Address, mode: u32) -> Result<(Self, Address), Error> {
         match addr {
-            Address::Tcp(s) => {
+            Address::Tcp(s) | Address::Tls(s) => {
                 let bind_err = |source| Error::Bind {
                     addr: s.clone(),
                     source,
@@ -254,32 +363,38 @@ impl Listener {
                 })?;
                 let listener = TcpListener::bind(first).await.map_err(bind_err)?;
                 let local = listener.local_addr().map_err(bind_err)?;
-                Ok((Self::Tcp(listener), Address::from(local)))
+                let local = match addr {
+                    Address::Tls(_) => Address::Tls(local.to_string()),
+                    _ => Address::from(local),
+                };
+                Ok((Self::Tcp(listener), local))
             }
             #[cfg(unix)]
             Address::Unix(path) => {
-                let listener =
-                    unix::SocketListener::bind(path)
-                        .await
-                        .map_err(|source| Error::Bind {
-                            addr: addr.to_string(),
-                            source,
-                        })?;
+                let listener = unix::SocketListener::bind(path, mode)
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr: addr.to_string(),
+                        source,
+                    })?;
                 Ok((Self::Unix(listener), addr.clone()))
             }
             #[cfg(not(unix))]
-            Address::Unix(_) => Err(Error::Bind {
-                addr: addr.to_string(),
-                source: unix_unsupported(),
-            }),
+            Address::Unix(_) => {
+                let _ = mode;
+                Err(Error::Bind {
+                    addr: addr.to_string(),
+                    source: unix_unsupported(),
+                })
+            }
         }
     }
 
-    pub(crate) async fn accept(&self) -> io::Result<Stream> {
+    pub(crate) async fn accept(&self) -> io::Result<Socket> {
         match self {
             Self::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
-                Ok(Stream::tcp(s, peer.to_string()))
+                Ok(Socket::tcp(s, peer.to_string()))
             }
             #[cfg(unix)]
             Self::Unix(l) => l.accept().await,
@@ -287,21 +402,22 @@ impl Listener {
     }
 }
 
-/// Connects to `addr`, trying each resolved address in turn.
-pub(crate) async fn connect(addr: &Address) -> Result<Stream, Error> {
+/// Connects to `addr`, trying each resolved address in turn. TLS, if the
+/// address asks for it, is the caller's next step.
+pub(crate) async fn connect(addr: &Address) -> Result<Socket, Error> {
     match addr {
-        Address::Tcp(s) => {
+        Address::Tcp(s) | Address::Tls(s) => {
             let stream = TcpStream::connect(s.as_str())
                 .await
                 .map_err(|source| Error::Connect {
-                    addr: s.clone(),
+                    addr: addr.to_string(),
                     source,
                 })?;
             let peer = stream
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| s.clone());
-            Ok(Stream::tcp(stream, peer))
+            Ok(Socket::tcp(stream, peer))
         }
         #[cfg(unix)]
         Address::Unix(path) => unix::connect(path).await.map_err(|source| Error::Connect {
@@ -322,184 +438,6 @@ fn unix_unsupported() -> io::Error {
         io::ErrorKind::Unsupported,
         "Unix domain sockets are not supported on this platform",
     )
-}
-
-/// Unix domain sockets: binding over a stale socket file, and removing ours
-/// when done.
-#[cfg(unix)]
-mod unix {
-    use std::io;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    use std::path::{Path, PathBuf};
-    use std::time::Duration;
-
-    use tokio::net::{UnixListener, UnixStream};
-
-    use super::{Stream, UNIX_PREFIX};
-
-    /// How long the probe of an existing socket file may take. A live server
-    /// accepts (or refuses) at once; one that does neither within this time is
-    /// treated as alive, so its socket is left alone.
-    const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-
-    /// Which file a path names: device and inode.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    struct FileId {
-        dev: u64,
-        ino: u64,
-    }
-
-    impl FileId {
-        /// The socket at `path` (not following a symbolic link), if it is one.
-        fn socket_at(path: &Path) -> Option<Self> {
-            Self::socket(&std::fs::symlink_metadata(path).ok()?)
-        }
-
-        /// The file `meta` describes, if it is a socket.
-        fn socket(meta: &std::fs::Metadata) -> Option<Self> {
-            meta.file_type().is_socket().then(|| Self {
-                dev: meta.dev(),
-                ino: meta.ino(),
-            })
-        }
-    }
-
-    /// A bound Unix listener that removes its socket file when dropped, if
-    /// the path still names the socket it created.
-    #[derive(Debug)]
-    pub(crate) struct SocketListener {
-        listener: UnixListener,
-        /// The path, absolute, so a later change of directory does not
-        /// change which file is removed.
-        path: PathBuf,
-        /// The socket file created at bind time; `None` if it could not be
-        /// identified, in which case nothing is removed.
-        created: Option<FileId>,
-    }
-
-    impl SocketListener {
-        /// Binds at `path`, replacing a stale socket file (see
-        /// [`super::Address::Unix`]).
-        pub(crate) async fn bind(path: &Path) -> io::Result<Self> {
-            let listener = match UnixListener::bind(path) {
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                    remove_stale(path, e).await?;
-                    // Fails with AddrInUse again if another server took the
-                    // path meanwhile: no loop.
-                    UnixListener::bind(path)?
-                }
-                other => other?,
-            };
-            Ok(Self {
-                listener,
-                path: std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
-                created: FileId::socket_at(path),
-            })
-        }
-
-        pub(crate) async fn accept(&self) -> io::Result<Stream> {
-            let (s, peer) = self.listener.accept().await?;
-            let label = match peer.as_pathname() {
-                Some(p) => format!("{UNIX_PREFIX}{}", p.display()),
-                // Clients rarely bind a name; the peer's process id tells
-                // connections apart in logs.
-                None => match s.peer_cred().ok().and_then(|c| c.pid()) {
-                    Some(pid) => format!("{UNIX_PREFIX}unnamed (pid {pid})"),
-                    None => format!("{UNIX_PREFIX}unnamed"),
-                },
-            };
-            Ok(unix_stream(s, label))
-        }
-    }
-
-    impl Drop for SocketListener {
-        fn drop(&mut self) {
-            if self.created.is_some() && FileId::socket_at(&self.path) == self.created {
-                if let Err(e) = std::fs::remove_file(&self.path) {
-                    tracing::debug!(
-                        path = %self.path.display(),
-                        error = %e,
-                        "could not remove the socket file"
-                    );
-                }
-            }
-        }
-    }
-
-    /// `path` exists (binding it failed with `in_use`): removes it if it is
-    /// a socket no one listens on; otherwise an error, leaving it alone.
-    async fn remove_stale(path: &Path, in_use: io::Error) -> io::Result<()> {
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            // Not a file we can see (a vanished file, an abstract name): report
-            // the bind's own error.
-            return Err(in_use);
-        };
-        let Some(before) = FileId::socket(&meta) else {
-            let what = if meta.is_dir() {
-                "a directory"
-            } else if meta.file_type().is_symlink() {
-                "a symbolic link"
-            } else {
-                "a file that is not a socket"
-            };
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("the path is {what}; it was left alone"),
-            ));
-        };
-        match tokio::time::timeout(PROBE_TIMEOUT, UnixStream::connect(path)).await {
-            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-            Ok(Ok(_)) | Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    "another server is listening on this socket",
-                ));
-            }
-            Ok(Err(e)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("the socket file exists and probing it failed: {e}"),
-                ));
-            }
-        }
-        // Remove only the file just probed, not one a newer server has put
-        // there since.
-        if FileId::socket_at(path) != Some(before) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "the socket file was replaced while it was being probed",
-            ));
-        }
-        tracing::info!(
-            path = %path.display(),
-            "removing a stale socket file no server listens on"
-        );
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Connects to the socket at `path`.
-    pub(crate) async fn connect(path: &Path) -> io::Result<Stream> {
-        let s = UnixStream::connect(path).await?;
-        Ok(unix_stream(s, format!("{UNIX_PREFIX}{}", path.display())))
-    }
-
-    fn unix_stream(s: UnixStream, peer: String) -> Stream {
-        let local = s
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
-            .unwrap_or_else(|| "unix:unnamed".to_owned());
-        let (r, w) = s.into_split();
-        Stream {
-            read: Box::new(r),
-            write: Box::new(w),
-            peer,
-            local,
-        }
-    }
 }
 
 #[cfg(test)]
