@@ -62,9 +62,10 @@
 //!
 //! [`wire`] is the frame format, [`client`], [`server`] and [`transport`] the
 //! runtime, [`error`] the error types, [`config`] the defaults and limits,
-//! [`object`] the descriptors and directory types, [`nameserver`] the name
-//! server. [`Bytes`] carries byte payloads without copies, [`CallContext`]
-//! tells a handler who is calling.
+//! [`object`] the descriptors and directory types, [`schema`] the method
+//! schemas for clients in other languages, [`nameserver`] the name server.
+//! [`Bytes`] carries byte payloads without copies, [`CallContext`] tells a
+//! handler who is calling.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
@@ -84,6 +85,7 @@ pub mod object;
 mod outbox;
 mod payload;
 mod remote;
+pub mod schema;
 mod scope;
 pub mod server;
 pub mod service;
@@ -100,6 +102,7 @@ pub use error::{CallError, Error};
 pub use object::{MethodInfo, ObjectDescriptor, ObjectInfo};
 pub use payload::Bytes;
 pub use remote::{Remote, Serves};
+pub use schema::ObjectSchema;
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use service::Service;
 pub use signal::shutdown_signal;
@@ -128,6 +131,9 @@ pub mod __private {
     pub use crate::client::{ObjectRef, Proxy};
     pub use crate::object::{MethodDescriptor, ObjectDescriptor};
     pub use crate::remote::Serves;
+    pub use crate::schema::{
+        Output as SchemaOutput, SchemaProbe, SchemaTracer, TraceOther, TraceSerde, TraitSchema,
+    };
     pub use crate::service::{DispatchError, HandlerFuture, Instance, Reply, Service, decode_args};
     pub use crate::stream::{Streaming, stream_reply, stream_result_reply};
     pub use bytes::Bytes as FrameBytes;

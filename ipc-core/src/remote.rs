@@ -161,6 +161,11 @@ impl<P: Proxy> Serialize for Remote<P> {
 
 impl<'de, P: Proxy> Deserialize<'de> for Remote<P> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if crate::schema::is_tracing() {
+            return Err(de::Error::custom(
+                "an object handle (`Remote<P>`): only a proxy can use it",
+            ));
+        }
         let handle = u32::deserialize(deserializer)?;
         if handle < wire::EXPORT_BASE {
             return Err(de::Error::custom(format!(

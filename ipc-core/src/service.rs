@@ -219,4 +219,10 @@ pub trait Service: Send + Sync + 'static {
     fn for_connection(&self) -> Option<Arc<dyn Service>> {
         None
     }
+
+    /// The formats of the trait's methods, traced once, for clients in other
+    /// languages (system method 2). `None` (the default): not described.
+    fn schema(&self) -> Option<&'static crate::schema::TraitSchema> {
+        None
+    }
 }

@@ -440,7 +440,7 @@ fn output_of(returns: &Type, errors: &mut Errors) -> Output {
 }
 
 /// `Streaming<T>` (as written, by its last path segment) → `T`.
-fn stream_item(ty: &Type) -> Option<Type> {
+pub(crate) fn stream_item(ty: &Type) -> Option<Type> {
     let Type::Path(p) = ty else { return None };
     let last = p.path.segments.last()?;
     if p.qself.is_some() || last.ident != "Streaming" {

@@ -1374,11 +1374,11 @@ async fn directory_lists_every_object_with_trait_fingerprint_signatures_and_flag
 }
 
 #[tokio::test]
-async fn system_methods_2_and_up_get_17_and_undecodable_system_arguments_get_19() {
+async fn system_methods_3_and_up_get_17_and_undecodable_system_arguments_get_19() {
     within(10, async {
         let s = scene(|b| b).await;
         let mut p = Peer::open(&s.server).await;
-        for method in [2u16, 3, 255, u16::MAX] {
+        for method in [3u16, 4, 255, u16::MAX] {
             let (status, body) = p.call(0, method, &[]).await;
             assert_eq!(
                 status,
@@ -1862,7 +1862,7 @@ async fn requests_pipelined_right_after_the_hello_are_served_after_the_server_he
         all.extend(request(1, 0, 1, &[]));
         let args = resolve_args("Conf", "Conf", fingerprint("Conf", &CONF_SIGS), &CONF_SIGS);
         all.extend(request(2, 0, 0, &args));
-        all.extend(request(3, 0, 2, &[]));
+        all.extend(request(3, 0, 3, &[]));
         p.send(&all).await;
         server_hello(&p.frame().await);
         let mut answers = [p.frame().await, p.frame().await, p.frame().await];
@@ -2813,6 +2813,374 @@ async fn a_response_with_an_unknown_status_or_to_an_answered_request_closes_the_
         p.send(&answer).await;
         p.assert_closed_silently("a second Response to the same request")
             .await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Method schemas (system method 2, "Method schemas")
+// ---------------------------------------------------------------------------
+
+/// `Format`, decoded per the README's layout (variant index `u32`, then the
+/// payload).
+#[derive(Debug, Clone, PartialEq)]
+enum SFormat {
+    Unit,
+    Bool,
+    I8,
+    I16,
+    I32,
+    I64,
+    I128,
+    U8,
+    U16,
+    U32,
+    U64,
+    U128,
+    F32,
+    F64,
+    Char,
+    Str,
+    Bytes,
+    Option(Box<SFormat>),
+    Seq(Box<SFormat>),
+    Map(Box<SFormat>, Box<SFormat>),
+    Tuple(Vec<SFormat>),
+    TupleArray(Box<SFormat>, u64),
+    TypeName(String),
+    Opaque(String),
+}
+
+impl Dec for SFormat {
+    fn dec(r: &mut Reader<'_>) -> Result<Self, String> {
+        use SFormat::*;
+        let boxed = |r: &mut Reader<'_>| SFormat::dec(r).map(Box::new);
+        Ok(match u32::dec(r)? {
+            0 => Unit,
+            1 => Bool,
+            2 => I8,
+            3 => I16,
+            4 => I32,
+            5 => I64,
+            6 => I128,
+            7 => U8,
+            8 => U16,
+            9 => U32,
+            10 => U64,
+            11 => U128,
+            12 => F32,
+            13 => F64,
+            14 => Char,
+            15 => Str,
+            16 => Bytes,
+            17 => Option(boxed(r)?),
+            18 => Seq(boxed(r)?),
+            19 => Map(boxed(r)?, boxed(r)?),
+            20 => Tuple(Vec::dec(r)?),
+            21 => TupleArray(boxed(r)?, u64::dec(r)?),
+            22 => TypeName(String::dec(r)?),
+            23 => Opaque(String::dec(r)?),
+            other => return Err(format!("no Format variant {other}")),
+        })
+    }
+}
+
+/// `VariantFormat`.
+#[derive(Debug, Clone, PartialEq)]
+enum SVariant {
+    Unit,
+    NewType(SFormat),
+    Tuple(Vec<SFormat>),
+    Struct(Vec<(String, SFormat)>),
+}
+
+impl Dec for SVariant {
+    fn dec(r: &mut Reader<'_>) -> Result<Self, String> {
+        Ok(match u32::dec(r)? {
+            0 => Self::Unit,
+            1 => Self::NewType(SFormat::dec(r)?),
+            2 => Self::Tuple(Vec::dec(r)?),
+            3 => Self::Struct(Vec::dec(r)?),
+            other => return Err(format!("no VariantFormat variant {other}")),
+        })
+    }
+}
+
+/// `ContainerFormat`.
+#[derive(Debug, Clone, PartialEq)]
+enum SContainer {
+    UnitStruct,
+    NewTypeStruct(SFormat),
+    TupleStruct(Vec<SFormat>),
+    Struct(Vec<(String, SFormat)>),
+    Enum(Vec<(String, SVariant)>),
+}
+
+impl Dec for SContainer {
+    fn dec(r: &mut Reader<'_>) -> Result<Self, String> {
+        Ok(match u32::dec(r)? {
+            0 => Self::UnitStruct,
+            1 => Self::NewTypeStruct(SFormat::dec(r)?),
+            2 => Self::TupleStruct(Vec::dec(r)?),
+            3 => Self::Struct(Vec::dec(r)?),
+            4 => Self::Enum(Vec::dec(r)?),
+            other => return Err(format!("no ContainerFormat variant {other}")),
+        })
+    }
+}
+
+/// `Output`.
+#[derive(Debug, Clone, PartialEq)]
+enum SOutput {
+    Value(SFormat),
+    Fallible(SFormat, SFormat),
+    Stream(SFormat),
+    FallibleStream(SFormat, SFormat),
+}
+
+impl Dec for SOutput {
+    fn dec(r: &mut Reader<'_>) -> Result<Self, String> {
+        Ok(match u32::dec(r)? {
+            0 => Self::Value(SFormat::dec(r)?),
+            1 => Self::Fallible(SFormat::dec(r)?, SFormat::dec(r)?),
+            2 => Self::Stream(SFormat::dec(r)?),
+            3 => Self::FallibleStream(SFormat::dec(r)?, SFormat::dec(r)?),
+            other => return Err(format!("no Output variant {other}")),
+        })
+    }
+}
+
+/// `MethodSchema`: name, signature, oneway, idempotent, args, output.
+type SMethod = (String, String, bool, bool, Vec<(String, SFormat)>, SOutput);
+/// `ObjectSchema`: name, trait name, fingerprint, methods, types.
+type SObject = (String, String, u64, Vec<SMethod>, Vec<(String, SContainer)>);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Spot {
+    x: i32,
+    y: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Figure {
+    Dot,
+    Circle(Spot, u32),
+    Poly { points: Vec<Spot>, closed: bool },
+    Tag(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Id(u64);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Marker;
+
+/// Every kind of output, argument names (a raw one too) and named types.
+#[expose]
+pub trait Shapes {
+    #[idempotent]
+    async fn area(&self, shape: Figure, scale: Option<f64>) -> Result<f64, String>;
+    async fn index(
+        &self,
+        by_id: BTreeMap<String, Id>,
+        raw: ipc_core::Bytes,
+        pair: (u8, char),
+        grid: [u16; 2],
+    ) -> Marker;
+    #[oneway]
+    async fn forget(&self, id: Id);
+    async fn watch(&self, r#type: u128) -> Result<Streaming<Figure>, ()>;
+}
+
+struct ShapesImpl;
+
+impl Shapes for ShapesImpl {
+    async fn area(&self, _: Figure, _: Option<f64>) -> Result<f64, String> {
+        Ok(0.0)
+    }
+    async fn index(
+        &self,
+        _: BTreeMap<String, Id>,
+        _: ipc_core::Bytes,
+        _: (u8, char),
+        _: [u16; 2],
+    ) -> Marker {
+        Marker
+    }
+    async fn forget(&self, _: Id) {}
+    async fn watch(&self, _: u128) -> Result<Streaming<Figure>, ()> {
+        Err(())
+    }
+}
+
+/// Asks for the schema of `name` (system method 2); the status and body.
+async fn schema_of(p: &mut Peer, name: &str) -> (u8, Vec<u8>) {
+    p.call(0, 2, &enc(name)).await
+}
+
+#[tokio::test]
+async fn schema_lists_each_method_with_argument_names_formats_output_and_the_named_types() {
+    use SFormat::*;
+    within(10, async {
+        let s = scene(|b| b.expose_as("shapes", ShapesServer::new(ShapesImpl))).await;
+        let mut p = Peer::open(&s.server).await;
+        let (status, body) = schema_of(&mut p, "shapes").await;
+        assert_eq!(status, OK, "{}", detail(&body));
+        let (name, trait_name, fp, methods, types): SObject = dec(&body);
+        assert_eq!((name.as_str(), trait_name.as_str()), ("shapes", "Shapes"));
+        // Fingerprint and signatures are the directory's.
+        let directory = p.directory().await;
+        let listed = find(&directory, "shapes");
+        assert_eq!(fp, listed.2);
+        let signatures: Vec<&str> = methods.iter().map(|m| m.1.as_str()).collect();
+        let listed_signatures: Vec<&str> = listed.3.iter().map(|m| m.1.as_str()).collect();
+        assert_eq!(signatures, listed_signatures);
+        assert_eq!(fp, fingerprint("Shapes", &signatures));
+
+        let t = |n: &str| TypeName(n.into());
+        let b = Box::new;
+        let arg = |n: &str, f: SFormat| (n.to_owned(), f);
+        let shape: Vec<_> = methods
+            .iter()
+            .map(|(name, _, oneway, idempotent, args, output)| {
+                (
+                    name.as_str(),
+                    *oneway,
+                    *idempotent,
+                    args.clone(),
+                    output.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (
+                    "area",
+                    false,
+                    true,
+                    vec![arg("shape", t("Figure")), arg("scale", Option(b(F64)))],
+                    SOutput::Fallible(F64, Str),
+                ),
+                (
+                    "index",
+                    false,
+                    false,
+                    vec![
+                        arg("by_id", Map(b(Str), b(t("Id")))),
+                        arg("raw", Bytes),
+                        arg("pair", Tuple(vec![U8, Char])),
+                        arg("grid", TupleArray(b(U16), 2)),
+                    ],
+                    SOutput::Value(t("Marker")),
+                ),
+                (
+                    "forget",
+                    true,
+                    false,
+                    vec![arg("id", t("Id"))],
+                    SOutput::Value(Unit)
+                ),
+                (
+                    "watch",
+                    false,
+                    false,
+                    vec![arg("type", U128)],
+                    SOutput::FallibleStream(t("Figure"), Unit),
+                ),
+            ]
+        );
+        let field = |n: &str, f: SFormat| (n.to_owned(), f);
+        assert_eq!(
+            types,
+            vec![
+                (
+                    "Figure".to_owned(),
+                    SContainer::Enum(vec![
+                        ("Dot".to_owned(), SVariant::Unit),
+                        ("Circle".to_owned(), SVariant::Tuple(vec![t("Spot"), U32])),
+                        (
+                            "Poly".to_owned(),
+                            SVariant::Struct(vec![
+                                field("points", Seq(b(t("Spot")))),
+                                field("closed", Bool),
+                            ])
+                        ),
+                        ("Tag".to_owned(), SVariant::NewType(Str)),
+                    ])
+                ),
+                ("Id".to_owned(), SContainer::NewTypeStruct(U64)),
+                ("Marker".to_owned(), SContainer::UnitStruct),
+                (
+                    "Spot".to_owned(),
+                    SContainer::Struct(vec![field("x", I32), field("y", I32)])
+                ),
+            ],
+            "named types, sorted by name, enum variants in index order"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn schema_describes_streams_and_results_and_makes_object_handles_opaque() {
+    use SFormat::*;
+    within(10, async {
+        let s = scene(|b| b).await;
+        let mut p = Peer::open(&s.server).await;
+        let (name, _, _, methods, _): SObject = dec(&p.ok(0, 2, &enc("Conf")).await);
+        assert_eq!(name, "Conf");
+        assert_eq!(methods.len(), CONF_SIGS.len());
+        let m = |i: u16| &methods[usize::from(i)];
+        assert_eq!(m(conf_m::COUNT).5, SOutput::Stream(U64));
+        assert_eq!(
+            m(conf_m::ADD).4,
+            vec![("a".to_owned(), I64), ("b".to_owned(), I64)]
+        );
+        let (note, fast) = (m(conf_m::NOTE), m(conf_m::FAST));
+        assert_eq!((note.2, note.3, fast.2, fast.3), (true, false, false, true));
+        let ask = &m(conf_m::ASK).4;
+        assert!(
+            matches!(&ask[0], (n, Opaque(why)) if n == "listener" && why.contains("Remote")),
+            "a Remote<P> argument is opaque: {ask:?}"
+        );
+        assert_eq!(
+            ask[1],
+            ("n".to_owned(), U64),
+            "the other arguments are described"
+        );
+        assert!(matches!(&m(conf_m::COUNTER).5, SOutput::Value(Opaque(_))));
+        let last = methods.last().map(|m| m.5.clone());
+        assert_eq!(last, Some(SOutput::FallibleStream(U64, Str)), "maybe");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn schema_of_an_unknown_or_hidden_name_gets_16_and_undecodable_arguments_19() {
+    within(10, async {
+        let s = scene(|b| {
+            b.authorize(|_, access| !matches!(access, ipc_core::Access::Object { object: "Echo" }))
+        })
+        .await;
+        let mut p = Peer::open(&s.server).await;
+        for name in ["Nobody", "Echo"] {
+            let (status, body) = schema_of(&mut p, name).await;
+            assert_eq!(status, UNKNOWN_OBJECT, "{name}: {}", detail(&body));
+            assert_eq!(string_body(status, &body), name);
+        }
+        let (status, body) = p.call(0, 2, &[]).await;
+        assert_eq!(status, BAD_REQUEST, "no name: {}", detail(&body));
+        let (status, body) = p.call(0, 2, &[&enc("Conf")[..], &[0]].concat()).await;
+        assert_eq!(
+            status,
+            BAD_REQUEST,
+            "a byte after the name: {}",
+            detail(&body)
+        );
+        // The connection goes on.
+        let (status, _) = schema_of(&mut p, "Grammar").await;
+        assert_eq!(status, OK);
     })
     .await;
 }

@@ -158,3 +158,45 @@ async fn connecting_where_nothing_listens_is_a_connect_error() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn client_schema_describes_an_object_and_an_unknown_name_is_unknown_object() {
+    use ipc_core::schema::{ContainerFormat, Format, Output, VariantFormat};
+    within(10, async {
+        let server = start(|b| b.expose_as("calc", CalculatorServer::new(Calc))).await;
+        let client = connect(&server).await;
+        let schema = client.schema("calc").await.unwrap();
+        assert_eq!(
+            (schema.name.as_str(), schema.trait_name.as_str()),
+            ("calc", "Calculator")
+        );
+        let directory = client.objects().await.unwrap();
+        assert_eq!(schema.fingerprint, directory[0].fingerprint);
+        let div = &schema.methods[1];
+        assert_eq!(div.name, "div");
+        assert_eq!(
+            div.args,
+            vec![("a".to_owned(), Format::I64), ("b".to_owned(), Format::I64)]
+        );
+        assert_eq!(
+            div.output,
+            Output::Fallible(Format::I64, Format::TypeName("MathError".into()))
+        );
+        assert_eq!(
+            schema.types,
+            vec![(
+                "MathError".to_owned(),
+                ContainerFormat::Enum(vec![("DivideByZero".to_owned(), VariantFormat::Unit)])
+            )]
+        );
+        match client.schema("nothing").await {
+            Err(Error::UnknownObject { name }) => assert_eq!(name, "nothing"),
+            other => panic!("expected UnknownObject, got {other:?}"),
+        }
+        // The connection still serves.
+        let calc: CalculatorProxy = client.get_exposed_object_named("calc").await.unwrap();
+        assert_eq!(calc.add(2, 3).await.unwrap(), 5);
+        server.stop().await;
+    })
+    .await;
+}

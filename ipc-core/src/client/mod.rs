@@ -411,6 +411,26 @@ impl Client {
         object_ref::directory(self).await
     }
 
+    /// The schema of the object exposed under `name`: every method's
+    /// argument and return formats and the named types they use (see
+    /// [`crate::schema`]), what a client without the trait needs to call it.
+    /// Fails with [`Error::UnknownObject`] if the server exposes no such
+    /// object, or hides it from this client.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ipc_core::Error> {
+    /// let client = ipc_core::Client::connect("localhost:9099").await?;
+    /// let schema = client.schema("Calculator").await?;
+    /// for method in &schema.methods {
+    ///     println!("{}: {:?} -> {:?}", method.name, method.args, method.output);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn schema(&self, name: &str) -> Result<crate::ObjectSchema, Error> {
+        object_ref::schema(self, name).await
+    }
+
     /// Closes the connection: queued requests are still sent, calls waiting
     /// for a reply fail with [`Error::ConnectionLost`] once the server hangs up.
     /// Later calls reconnect (if the client has an address and reconnecting is on).

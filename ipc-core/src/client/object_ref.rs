@@ -21,6 +21,7 @@ use super::{Client, Link};
 use crate::connection::{Connection, Discard, Import, Response};
 use crate::error::{CallError, Error};
 use crate::object::{ObjectDescriptor, ObjectInfo, ResolveRequest};
+use crate::schema::ObjectSchema;
 use crate::scope;
 use crate::service::{Outcome, Service};
 use crate::stream::Streaming;
@@ -669,6 +670,36 @@ pub(super) async fn directory(client: &Client) -> Result<Vec<ObjectInfo>, Error>
         }
     };
     tokio::time::timeout(timeout, list)
+        .await
+        .map_err(|_| Error::Timeout { after: timeout })?
+}
+
+/// The schema of the object exposed as `name`, through `client`.
+pub(super) async fn schema(client: &Client, name: &str) -> Result<ObjectSchema, Error> {
+    let timeout = client.call_timeout();
+    let deadline_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    let ask = async {
+        let link = client.links().live().await?;
+        let frame = encode_request(
+            &link.conn,
+            false,
+            wire::SYSTEM_OBJECT,
+            wire::SYSTEM_SCHEMA,
+            deadline_ms,
+            name,
+        )?;
+        let response = link
+            .conn
+            .send_call(frame, None, false)
+            .await?
+            .response()
+            .await?;
+        match response.status {
+            Status::Ok => decode_body(Some(&link.conn), &response),
+            other => Err(Error::from_status(other, &response.body, name)),
+        }
+    };
+    tokio::time::timeout(timeout, ask)
         .await
         .map_err(|_| Error::Timeout { after: timeout })?
 }

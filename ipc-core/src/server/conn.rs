@@ -15,6 +15,7 @@ use crate::connection::{self, Closure, Connection, Host, Labels, Target};
 use crate::context::{Access, Peer};
 use crate::error::Error;
 use crate::object::{ObjectInfo, ResolveRequest};
+use crate::schema::ObjectSchema;
 use crate::service::{Reply, Service};
 use crate::transport::Socket;
 use crate::wire::{self, Request, Status};
@@ -63,8 +64,9 @@ impl Host for ServerHost {
         })
     }
 
-    /// Method 0 resolves a name to a handle, method 1 lists the directory.
-    /// Objects the peer may not see are absent from both.
+    /// Method 0 resolves a name to a handle, method 1 lists the directory,
+    /// method 2 describes an object's method types. Objects the peer may not
+    /// see are absent from all three.
     fn system(&self, conn: &Arc<Connection>, request: &Request) -> Reply {
         match request.method {
             wire::SYSTEM_RESOLVE => self.resolve(conn, request),
@@ -81,6 +83,7 @@ impl Host for ServerHost {
                     .collect();
                 Reply::value(&list)
             }
+            wire::SYSTEM_SCHEMA => self.schema(conn, request),
             other => Reply::error(
                 Status::UnknownMethod,
                 &format!("the system object has no method #{other}"),
@@ -92,6 +95,26 @@ impl Host for ServerHost {
 impl ServerHost {
     fn may_see(&self, conn: &Connection, object: &str) -> bool {
         self.authorize(&conn.peer_info, Access::Object { object })
+    }
+
+    /// Method 2: the schema of the object named in the argument; status 16
+    /// for a name that is unknown or hidden from the peer, as `resolve`.
+    fn schema(&self, conn: &Connection, request: &Request) -> Reply {
+        let name: String = match wire::decode(&request.args) {
+            Ok(name) => name,
+            Err(e) => return Reply::error(Status::BadRequest, &e.to_string()),
+        };
+        match self.shared.objects.iter().find(|o| *o.name == *name) {
+            Some(o) if self.may_see(conn, &name) => {
+                let service = &o.service;
+                Reply::value(&ObjectSchema::new(
+                    &name,
+                    service.descriptor(),
+                    service.schema(),
+                ))
+            }
+            _ => Reply::error(Status::UnknownObject, &name),
+        }
     }
 
     fn resolve(&self, conn: &Connection, request: &Request) -> Reply {

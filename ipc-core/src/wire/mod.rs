@@ -74,6 +74,8 @@ pub const SYSTEM_OBJECT: u32 = 0;
 pub const SYSTEM_RESOLVE: u16 = 0;
 /// Method index of the system object's `list` (the object directory).
 pub const SYSTEM_LIST: u16 = 1;
+/// Method index of the system object's `schema` (an object's method types).
+pub const SYSTEM_SCHEMA: u16 = 2;
 /// Object handles from this one up name objects exported on one connection
 /// (callbacks, returned objects); below it, a server's named objects.
 pub const EXPORT_BASE: u32 = 1 << 31;

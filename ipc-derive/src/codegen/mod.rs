@@ -3,6 +3,7 @@
 //! `#![no_implicit_prelude]` and whatever the user has in scope.
 
 mod client;
+mod schema;
 mod server;
 mod trait_def;
 
