@@ -1,0 +1,157 @@
+"""Addresses, defaults and client settings, as in Rust's ``ipc_core::config``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Union
+
+from . import wire
+from .errors import ConfigError, InvalidAddress
+
+#: Default address, as in the original system and the Rust crates.
+DEFAULT_ADDR = "localhost:9099"
+#: Default deadline of every call, in seconds.
+DEFAULT_TIMEOUT = 60.0
+#: Default time to connect and handshake, in seconds.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Default bytes of stream items the server may send ahead of what was read, per stream.
+DEFAULT_STREAM_WINDOW = 256 * 1024
+
+#: Extra attempts for a call that did not run (any method) or whose
+#: connection was lost (``#[idempotent]`` methods only).
+MAX_RETRIES = 2
+
+
+class Reconnect(NamedTuple):
+    """How a client re-establishes a lost connection, on the next call that
+    needs one: up to ``max_attempts`` attempts, attempt *n* (from 0) waiting
+    ``min(initial_backoff * 2**n, max_backoff)`` seconds after a failure.
+    ``max_attempts=0`` never reconnects (:data:`NEVER`)."""
+
+    max_attempts: int = 5
+    initial_backoff: float = 0.05
+    max_backoff: float = 1.0
+
+    def backoff(self, attempt: int) -> float:
+        """The wait after failed attempt ``attempt``."""
+        return float(min(self.initial_backoff * (1 << min(attempt, 31)), self.max_backoff))
+
+
+#: Never reconnect: once the connection is lost, calls fail.
+NEVER = Reconnect(0, 0.0, 0.0)
+
+
+class Address(NamedTuple):
+    """A parsed address: ``kind`` is ``"tcp"`` (``host``, ``port``) or
+    ``"unix"`` (``path``)."""
+
+    kind: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_address(addr: Union[str, Address]) -> Address:
+    """Parses ``HOST:PORT``, ``tcp:HOST:PORT`` (``[::1]:9099`` for IPv6) or
+    ``unix:PATH``. ``tls://`` addresses are refused: this client does not
+    speak TLS (use a Unix socket, or a TLS tunnel)."""
+    if isinstance(addr, Address):
+        return addr
+    text = addr.strip()
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path:
+            raise InvalidAddress(addr, "expected unix:PATH, for example unix:/tmp/ipc.sock")
+        return Address("unix", path=path)
+    if text.startswith("tls://"):
+        raise ConfigError(
+            f"`{addr}` is a TLS address; the Python client speaks plain TCP and Unix "
+            "sockets only (use unix:PATH, or tunnel TLS)"
+        )
+    if text.startswith("tcp:"):
+        text = text[len("tcp:") :]
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise InvalidAddress(addr, "expected HOST:PORT or unix:PATH, for example localhost:9099")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise InvalidAddress(addr, "write an IPv6 address in brackets: [::1]:9099")
+    return Address("tcp", host=host, port=int(port_text))
+
+
+def load_key(key: Union[bytes, str, None], key_file: Optional[Union[str, "os.PathLike[str]"]]) -> Optional[bytes]:
+    """The shared key from ``key`` (bytes, or a str as UTF-8) or the file
+    ``key_file`` (its bytes without one final line ending, as Rust's
+    ``AuthKey::from_file``); at least 16 bytes."""
+    if key is not None and key_file is not None:
+        raise ConfigError("give key= or key_file=, not both")
+    if key_file is not None:
+        try:
+            with open(key_file, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ConfigError(f"cannot read the key file {os.fspath(key_file)!s}: {e.strerror}") from None
+        if data.endswith(b"\n"):
+            data = data[:-1]
+            if data.endswith(b"\r"):
+                data = data[:-1]
+        key = data
+    if key is None:
+        return None
+    raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    if len(raw) < wire.MIN_KEY_LEN:
+        raise ConfigError(
+            f"an authentication key needs at least {wire.MIN_KEY_LEN} bytes, this one has {len(raw)}"
+        )
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a client is configured with (see :func:`ipc.connect`)."""
+
+    addr: Address
+    key: Optional[bytes] = None
+    timeout: float = DEFAULT_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE
+    stream_window: int = DEFAULT_STREAM_WINDOW
+    reconnect: Reconnect = Reconnect()
+    wait_for_server: bool = False
+
+
+def settings(
+    addr: Union[str, Address] = DEFAULT_ADDR,
+    *,
+    key: Union[bytes, str, None] = None,
+    key_file: Optional[Union[str, "os.PathLike[str]"]] = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE,
+    stream_window: int = DEFAULT_STREAM_WINDOW,
+    reconnect: Reconnect = Reconnect(),
+    wait_for_server: bool = False,
+) -> Settings:
+    """Checks and gathers the options :func:`ipc.connect` takes."""
+    if timeout <= 0 or connect_timeout <= 0:
+        raise ConfigError("timeouts must be positive (seconds)")
+    if stream_window < 1:
+        raise ConfigError("stream_window must be at least 1 byte")
+    return Settings(
+        addr=parse_address(addr),
+        key=load_key(key, key_file),
+        timeout=float(timeout),
+        connect_timeout=float(connect_timeout),
+        max_frame_size=wire.clamp_frame_size(int(max_frame_size)),
+        stream_window=int(stream_window),
+        reconnect=reconnect,
+        wait_for_server=bool(wait_for_server),
+    )
