@@ -1,5 +1,7 @@
 //! What the example programs share: the [`Greeter`] interface served by
-//! `hello-server` and called by `hello-client`, the `--addr ADDR` argument
+//! `hello-server` and called by `hello-client` (`hello-server` serves the
+//! [`Calculator`] too, for clients in other languages such as the Python
+//! one), the `--addr ADDR` argument
 //! both accept (`HOST:PORT` for TCP, `unix:PATH` for a Unix domain socket),
 //! and logging set up from `RUST_LOG`.
 //!
@@ -22,6 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ipc_core::{Address, DEFAULT_ADDR, expose};
+use serde::{Deserialize, Serialize};
 
 pub mod chat;
 
@@ -49,6 +52,41 @@ impl Greeter for Hello {
     async fn greet_after(&self, name: String, delay_ms: u64) -> String {
         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
         self.greet(name).await
+    }
+}
+
+/// The error of [`Calculator::div`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MathError {
+    /// The divisor was zero.
+    DivideByZero,
+}
+
+/// The calculator of the README, served by `hello-server` beside the
+/// [`Greeter`].
+#[expose]
+pub trait Calculator {
+    /// Adds two numbers.
+    async fn add(&self, a: i64, b: i64) -> i64;
+    /// Divides `a` by `b`, failing on a zero divisor.
+    async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
+}
+
+/// The implementation `hello-server` serves (`add` wraps around on overflow).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Calc;
+
+impl Calculator for Calc {
+    async fn add(&self, a: i64, b: i64) -> i64 {
+        a.wrapping_add(b)
+    }
+
+    async fn div(&self, a: i64, b: i64) -> Result<i64, MathError> {
+        if b == 0 {
+            Err(MathError::DivideByZero)
+        } else {
+            Ok(a.wrapping_div(b))
+        }
     }
 }
 

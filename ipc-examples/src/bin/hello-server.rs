@@ -1,5 +1,6 @@
-//! Serves the [`Greeter`](ipc_examples::Greeter) until Ctrl-C or SIGTERM, then shuts
-//! down gracefully.
+//! Serves the [`Greeter`](ipc_examples::Greeter) and the
+//! [`Calculator`](ipc_examples::Calculator) until Ctrl-C or SIGTERM, then
+//! shuts down gracefully.
 //!
 //! ```text
 //! hello-server [--addr HOST:PORT|unix:PATH]      (default localhost:9099)
@@ -14,7 +15,7 @@
 
 use std::process::ExitCode;
 
-use ipc_examples::{Args, ArgsError, GreeterServer, Hello};
+use ipc_examples::{Args, ArgsError, Calc, CalculatorServer, GreeterServer, Hello};
 
 const USAGE: &str = "usage: hello-server [--addr HOST:PORT|tls://HOST:PORT|unix:PATH] \
      [--key-file PATH] [--cert CHAIN.pem --key KEY.pem [--client-ca CA.pem]]   \
@@ -34,7 +35,9 @@ async fn main() -> ExitCode {
     };
 
     let server = match args.server() {
-        Ok(builder) => builder.expose(GreeterServer::new(Hello)),
+        Ok(builder) => builder
+            .expose(GreeterServer::new(Hello))
+            .expose(CalculatorServer::new(Calc)),
         Err(why) => return usage_error(&why),
     };
     ipc_examples::serve_until_signal("hello-server", server).await
