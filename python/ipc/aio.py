@@ -10,6 +10,7 @@ queued in one turn of the event loop go out in one write.
 from __future__ import annotations
 
 import asyncio
+import heapq
 from typing import Any, AsyncIterator, Generator, List, Optional, Tuple, Union
 
 from . import wire
@@ -48,6 +49,54 @@ async def _until(fut: "asyncio.Future[Any]", deadline: Optional[float]) -> Any:
         return await fut
     finally:
         timer.cancel()
+
+
+class _Deadlines:
+    """The deadlines of a connection's calls in one heap of plain tuples (one
+    asyncio timer, for the earliest), cheaper than a loop timer per call. A
+    call's entry stays until its deadline or a sweep; a sweep drops answered
+    calls once they outnumber the pending ones."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: List[Tuple[float, int, "asyncio.Future[Any]"]] = []
+        self._seq = 0
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._armed = float("inf")
+
+    def add(self, deadline: float, fut: "asyncio.Future[Any]", pending: int) -> None:
+        """``fut`` fails with :class:`Expired` at ``deadline`` unless done by then."""
+        heap = self._heap
+        if len(heap) > 1024 and len(heap) > 2 * pending:
+            heap[:] = [e for e in heap if not e[2].done()]
+            heapq.heapify(heap)
+        self._seq += 1
+        heapq.heappush(heap, (deadline, self._seq, fut))
+        if deadline < self._armed:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed = when
+        self._timer = self._loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._armed = float("inf")
+        heap = self._heap
+        now = self._loop.time()
+        while heap and (heap[0][0] <= now or heap[0][2].done()):
+            _, _, fut = heapq.heappop(heap)
+            if not fut.done():
+                fut.set_exception(Expired())
+        if heap:
+            self._arm(heap[0][0])
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._heap.clear()
 
 
 class _Reply(Waiter):
@@ -191,8 +240,10 @@ class _Conn:
 
     def __init__(self, wire_: _Wire, generation: int) -> None:
         self.wire = wire_
+        self.loop = wire_.loop
         self.session: Session = wire_.session  # type: ignore[assignment]
         self.generation = generation
+        self.deadlines = _Deadlines(wire_.loop)
 
     @classmethod
     async def open(cls, config: Settings, generation: int, deadline: float) -> "_Conn":
@@ -250,7 +301,7 @@ class _Conn:
     def refusal(self) -> Error:
         return self.session.refusal()
 
-    async def send(
+    def send(
         self,
         handle: int,
         method: int,
@@ -260,25 +311,31 @@ class _Conn:
         oneway: bool = False,
         stream: Optional[_Wake] = None,
     ) -> Tuple[int, Optional["asyncio.Future[Tuple[int, bytes]]"], Optional[StreamState]]:
+        """Queues a request (check :meth:`drain` first); its id, the future
+        of its response, and the stream it opens. Raises
+        :class:`FrameTooLarge` (nothing sent) or the connection's error."""
         length = wire.request_length(len(args))
         limit = self.session.peer_max_frame
         if length > limit:
             raise FrameTooLarge(length, limit)
-        if self.wire._paused:
-            await self.wire.drain(deadline)
-        loop = self.wire.loop
-        fut = None if oneway else loop.create_future()
-        deadline_ms = 0 if oneway or deadline is None else wire.deadline_ms(deadline - loop.time())
+        fut = None if oneway else self.loop.create_future()
+        deadline_ms = 0 if oneway or deadline is None else wire.deadline_ms(deadline - self.loop.time())
         waiter = None if fut is None else _Reply(fut)
         id, frames, state = self.session.request(handle, method, deadline_ms, args, waiter, stream)
         self.wire.send(frames)
         return id, fut, state
 
+    async def drain(self, deadline: Optional[float]) -> None:
+        """Waits while the socket's write buffer is over its high-water mark."""
+        if self.wire._paused:
+            await self.wire.drain(deadline)
+
     async def response(self, id: int, fut: "asyncio.Future[Tuple[int, bytes]]", deadline: float) -> Tuple[int, bytes]:
         """The response to request ``id``; abandons the call (a Cancel) if
         the deadline passes or the awaiting task is cancelled."""
+        self.deadlines.add(deadline, fut, len(self.session.calls))
         try:
-            return await _until(fut, deadline)  # type: ignore[no-any-return]
+            return await fut
         except (Expired, asyncio.CancelledError):
             self.abandon(id)
             raise
@@ -296,6 +353,7 @@ class _Conn:
 
     def close(self, error: Optional[Error] = None) -> None:
         self.wire.close(error or ConnectionLost("the client closed the connection"))
+        self.deadlines.close()
 
 
 class _Links:
@@ -449,7 +507,8 @@ class Client:
 
     async def _system(self, method: int, args: bytes, deadline: float) -> Tuple[int, bytes]:
         conn = await self.links.live(deadline)
-        id, fut, _ = await conn.send(wire.SYSTEM_OBJECT, method, deadline, args)
+        await conn.drain(deadline)
+        id, fut, _ = conn.send(wire.SYSTEM_OBJECT, method, deadline, args)
         assert fut is not None
         return await conn.response(id, fut, deadline)
 
@@ -554,17 +613,20 @@ class Proxy:
         handle = self._state.handle_on(conn.generation)
         if handle is not None:
             return handle
-        id, fut, _ = await conn.send(wire.SYSTEM_OBJECT, wire.SYSTEM_RESOLVE, deadline, self._state.resolve_args)
+        await conn.drain(deadline)
+        id, fut, _ = conn.send(wire.SYSTEM_OBJECT, wire.SYSTEM_RESOLVE, deadline, self._state.resolve_args)
         assert fut is not None
         status, body = await conn.response(id, fut, deadline)
         return self._state.resolved(conn.generation, status, body)
 
     async def _invoke(self, plan: MethodPlan, body: bytes) -> Any:
-        deadline = asyncio.get_running_loop().time() + self._timeout
+        deadline = self._client.links.current.loop.time() + self._timeout
         try:
             if plan.oneway:
                 conn = await self._client.links.live(deadline)
-                await conn.send(await self._handle_on(conn, deadline), plan.index, deadline, body, oneway=True)
+                handle = await self._handle_on(conn, deadline)
+                await conn.drain(deadline)
+                conn.send(handle, plan.index, deadline, body, oneway=True)
                 return None
             return await self._attempts(plan, body, deadline)
         except Expired:
@@ -575,11 +637,17 @@ class Proxy:
         attempt = 0
         not_run: Optional[Error] = None
         while True:
-            try:
-                conn = await links.live(deadline)
-            except Error as e:
-                raise (not_run or e) from None
-            handle = await self._handle_on(conn, deadline)
+            # The common case without a coroutine of its own: the connection
+            # takes calls, the handle is known, the socket has room.
+            conn = links.current
+            if not conn.takes_calls():
+                try:
+                    conn = await links.live(deadline)
+                except Error as e:
+                    raise (not_run or e) from None
+            handle = self._state.handle_on(conn.generation)
+            if handle is None:
+                handle = await self._handle_on(conn, deadline)
             left = False
             status = -1
             response = b""
@@ -587,7 +655,9 @@ class Proxy:
             state: Optional[StreamState] = None
             wake = _Wake() if plan.streaming else None
             try:
-                id, fut, state = await conn.send(handle, plan.index, deadline, body, stream=wake)
+                if conn.wire._paused:
+                    await conn.drain(deadline)
+                id, fut, state = conn.send(handle, plan.index, deadline, body, stream=wake)
                 left = True
                 assert fut is not None
                 status, response = await conn.response(id, fut, deadline)

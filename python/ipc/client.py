@@ -217,10 +217,16 @@ class _Conn:
         has taken nothing for ``_SEND_STALL`` seconds."""
         try:
             if len(frames) > 1 and sum(map(len, frames)) < 65536:
-                self._wsock.sendall(b"".join(frames))
-            else:
-                for f in frames:
-                    self._wsock.sendall(f)
+                frames = [b"".join(frames)]
+            for f in frames:
+                # Most frames fit the socket's buffer: one non-blocking send.
+                # The rest waits for room (the sending descriptor has a timeout).
+                try:
+                    sent = self._rsock.send(f)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(f):
+                    self._wsock.sendall(memoryview(f)[sent:])
         except OSError as e:
             # Part of a frame may have gone: the connection cannot go on.
             error = ConnectionLost(f"sending failed: {e}")

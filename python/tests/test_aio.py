@@ -19,6 +19,10 @@ class Concurrency(AsyncTestCase):
             self.assertEqual(results, [i + i * 1000 for i in range(1000)])
             self.assertEqual(client.links.current.generation, 1, "one connection")
             self.assertEqual(client.links.current.session.last_id, 2 + 1000, "schema, resolve, the calls")
+            for _ in range(3):
+                await asyncio.gather(*(calc.add(i, 1) for i in range(1000)))
+            # Answered calls' deadlines do not pile up until they would expire.
+            self.assertLessEqual(len(client.links.current.deadlines._heap), 1025)
 
     async def test_slow_calls_overlap(self) -> None:
         async with ipc.aio.connect(KITCHEN()) as client:
