@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Optional, Union
 
 from . import wire
@@ -119,7 +119,8 @@ class Settings:
     """Everything a client is configured with (see :func:`ipc.connect`)."""
 
     addr: Address
-    key: Optional[bytes] = None
+    #: The shared key; never shown by ``repr``.
+    key: Optional[bytes] = field(default=None, repr=False)
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE

@@ -68,6 +68,13 @@ class Wire(TestCase):
         with self.assertRaises(ipc.AuthFailed):
             wire.check_server_proof(b"x" * 16, c, hello)
 
+    def test_the_key_is_never_shown(self) -> None:
+        from ipc.config import settings
+
+        config = settings("localhost:9099", key="a secret of twenty bytes")
+        self.assertEqual(config.key, b"a secret of twenty bytes")
+        self.assertNotIn("secret", repr(config))
+
     def test_a_hello_from_another_version_or_not_an_ipc_peer(self) -> None:
         with self.assertRaises(ipc.ProtocolMismatch):
             wire.parse_hello(b"IPCR" + struct.pack("<HI", 3, 1 << 20))
