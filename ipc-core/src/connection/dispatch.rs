@@ -210,10 +210,10 @@ impl Connection {
         let started = scope::with(&scope, || {
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let target = if named {
-                    self.host.named(object)
+                    self.host.named(object)?
                 } else {
-                    self.exported(object)
-                }?;
+                    self.exported(object).ok_or(None)?
+                };
                 // The server's rule decides before any user code runs for
                 // the call (objects a side exported are theirs to call).
                 let method_name = target
@@ -228,15 +228,15 @@ impl Connection {
                         method: method_name,
                     };
                     if !self.host.authorize(&self.peer_info, access) {
-                        return Some((target, Err(Denied)));
+                        return Ok((target, Err(Denied)));
                     }
                 }
                 let started = target.service.call(method, &args);
-                Some((target, Ok(started)))
+                Ok((target, Ok(started)))
             }))
         });
         let (target, future) = match started {
-            Ok(Some((target, Err(Denied)))) => {
+            Ok(Ok((target, Err(Denied)))) => {
                 tracing::debug!(object = %target.name, method, peer = %self.peer, "call refused by the authorization rule");
                 let detail = format!(
                     "this peer may not call method #{method} of `{}`",
@@ -246,8 +246,13 @@ impl Connection {
                     .await;
                 return;
             }
-            Ok(Some((target, Ok(Ok(future))))) => (target, future),
-            Ok(None) => {
+            Ok(Ok((target, Ok(Ok(future))))) => (target, future),
+            Ok(Err(Some(reply))) => {
+                // A handle whose lookup failed: answered as the lookup was.
+                self.answer(id, oneway, reply).await;
+                return;
+            }
+            Ok(Err(None)) => {
                 let detail = if object >= wire::EXPORT_BASE {
                     format!("no object has handle {object}: it was released, or never exported")
                 } else {
@@ -257,7 +262,7 @@ impl Connection {
                     .await;
                 return;
             }
-            Ok(Some((target, Ok(Err(e))))) => {
+            Ok(Ok((target, Ok(Err(e))))) => {
                 let reply = match e {
                     DispatchError::UnknownMethod(m) => {
                         let detail = format!(

@@ -16,6 +16,7 @@
 
 mod accept;
 mod conn;
+mod lookups;
 
 use std::collections::HashMap;
 use std::fmt;
