@@ -1,5 +1,7 @@
 //! The columns of the comparison, behind one interface: start a column's
-//! server, connect a client to it, call `add` and `echo`.
+//! server, connect a client to it, call `add` and `echo`, read a server
+//! stream ([`StreamConn`]). What only `ipc` has (`echo_vec`, `endless`,
+//! callbacks) is reached through [`Conn::ipc`] and [`RunningServer`].
 //!
 //! Every column runs in the same arrangement ([`Runtimes`]): its server on
 //! one Tokio runtime, its clients on another, each a multi-thread runtime
@@ -9,11 +11,13 @@ use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use futures::StreamExt;
+use ipc_core::server::ServerStats;
 use ipc_core::{Address, Client, Server, ServerHandle};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use crate::raw::{self, RawClient};
+use crate::raw::{self, RawClient, RawStream};
 use crate::tarpc_col::{self, TarpcBenchClient};
 use crate::{BenchImpl, BenchProxy, BenchServer};
 
@@ -150,10 +154,29 @@ pub struct RunningServer {
     _guard: Guard,
 }
 
+impl RunningServer {
+    /// The server's counters, for an `ipc` column.
+    pub fn ipc_stats(&self) -> Option<ServerStats> {
+        match &self._guard {
+            Guard::Ipc(handle, _) => Some(handle.stats()),
+            Guard::Task(_) => None,
+        }
+    }
+
+    /// Items taken so far from the `endless` streams of this server, for an
+    /// `ipc` column ([`BenchImpl::produced`]).
+    pub fn ipc_produced(&self) -> Option<u64> {
+        match &self._guard {
+            Guard::Ipc(_, bench) => Some(bench.produced()),
+            Guard::Task(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Guard {
     Task(JoinHandle<()>),
-    Ipc(#[allow(dead_code)] ServerHandle),
+    Ipc(ServerHandle, BenchImpl),
 }
 
 impl Drop for Guard {
@@ -182,12 +205,16 @@ pub async fn start_server(column: Column) -> Result<RunningServer, BoxError> {
             } else {
                 unix_address("server").ok_or("ipc_core::Address has no Unix variant")?
             };
+            let bench = BenchImpl::default();
             let handle = Server::builder()
                 .addr(addr)
-                .expose(BenchServer::new(BenchImpl))
+                .expose(BenchServer::new(bench.clone()))
                 .start()
                 .await?;
-            (Target::Ipc(handle.local_addr().clone()), Guard::Ipc(handle))
+            (
+                Target::Ipc(handle.local_addr().clone()),
+                Guard::Ipc(handle, bench),
+            )
         }
     };
     Ok(RunningServer {
@@ -242,5 +269,57 @@ impl Conn {
             // Same boundary as raw: one copy in (encoding), one out.
             Self::Ipc(p) => p.echo(data.into()).await?.to_vec(),
         })
+    }
+
+    /// The `ipc` proxy, for an `ipc` column.
+    pub fn ipc(&self) -> Option<&BenchProxy> {
+        match self {
+            Self::Ipc(p) => Some(p),
+            Self::Raw(_) | Self::Tarpc(_) => None,
+        }
+    }
+}
+
+/// A consumer of server streams: the numbers `0..n` pushed by the server.
+/// tarpc has no server push, so no variant.
+#[derive(Debug)]
+pub enum StreamConn {
+    /// The raw ceiling, on a connection of its own ([`RawStream`]).
+    Raw(RawStream),
+    /// `ipc`'s `Bench::count` (TCP or Unix).
+    Ipc(BenchProxy),
+}
+
+impl StreamConn {
+    /// Opens a consumer of `column` on `target`, ready to ask for streams.
+    /// Must run on the client runtime.
+    pub async fn connect(column: Column, target: &Target) -> Result<Self, BoxError> {
+        Ok(match (column, target) {
+            (Column::Raw, Target::Socket(a)) => StreamConn::Raw(RawStream::connect(*a).await?),
+            (Column::Ipc | Column::IpcUnix, _) => match Conn::connect(column, target).await? {
+                Conn::Ipc(p) => StreamConn::Ipc(p),
+                _ => return Err("an ipc column connected as another".into()),
+            },
+            _ => return Err(format!("{} has no server streams", column.name()).into()),
+        })
+    }
+
+    /// Asks for `0..n` and reads it to its end, checking that every item is
+    /// the next number; returns how many items arrived.
+    pub async fn count(&mut self, n: u64) -> Result<u64, BoxError> {
+        match self {
+            Self::Raw(s) => Ok(s.count(n).await?),
+            Self::Ipc(p) => {
+                let mut items = p.count(n).await?;
+                let mut seen = 0u64;
+                while let Some(item) = items.next().await {
+                    if item? != seen {
+                        return Err("stream item out of order".into());
+                    }
+                    seen += 1;
+                }
+                Ok(seen)
+            }
+        }
     }
 }
