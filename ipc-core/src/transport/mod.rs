@@ -1,9 +1,9 @@
 //! Transports: addresses, listening, connecting, TLS, and the one seam every
 //! connection goes through (any `AsyncRead + AsyncWrite` byte stream).
 //!
-//! A listener or a connect gives a [`Socket`] (TCP, Unix, or a stream handed
+//! A listener or a connect gives a `Socket` (TCP, Unix, or a stream handed
 //! in); TLS, when the address says `tls://`, wraps it (`tls`); the result is
-//! a [`Stream`], split in halves, with what is known of the peer.
+//! a `Stream`, split in halves, with what is known of the peer.
 
 mod tls;
 #[cfg(unix)]
