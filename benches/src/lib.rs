@@ -7,6 +7,24 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use ipc_core::{Remote, Streaming, expose};
+use serde::{Deserialize, Serialize};
+
+/// A user's own struct holding bytes in a plain `Vec<u8>` field: serde
+/// (and so `ipc`) moves it one `u8` at a time (the (d'') benchmark).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob {
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
+/// [`Blob`] with its field marked `#[serde(with = "serde_bytes")]`: the
+/// same bytes on the wire, moved as one block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteBlob {
+    /// The payload.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
 
 /// The service every benchmark column implements (the raw and tarpc columns
 /// implement `add` and `echo`, raw also `count`; the rest is `ipc`'s alone).
@@ -19,6 +37,12 @@ pub trait Bench {
     /// Returns its argument, declared as a plain `Vec<u8>` (the payload
     /// benchmark as most users would first write it).
     async fn echo_vec(&self, data: Vec<u8>) -> Vec<u8>;
+    /// Returns its argument, a struct with a plain `Vec<u8>` field (the
+    /// payload benchmark with bytes inside a user type).
+    async fn echo_blob(&self, blob: Blob) -> Blob;
+    /// Returns its argument, a struct whose `Vec<u8>` field is marked
+    /// `#[serde(with = "serde_bytes")]`.
+    async fn echo_byte_blob(&self, blob: ByteBlob) -> ByteBlob;
     /// Pushes the numbers `0..n` (the server-stream benchmark).
     async fn count(&self, n: u64) -> Streaming<u64>;
     /// Pushes `0, 1, 2, …` without end; counts every item the server takes
@@ -68,6 +92,14 @@ impl Bench for BenchImpl {
 
     async fn echo_vec(&self, data: Vec<u8>) -> Vec<u8> {
         data
+    }
+
+    async fn echo_blob(&self, blob: Blob) -> Blob {
+        blob
+    }
+
+    async fn echo_byte_blob(&self, blob: ByteBlob) -> ByteBlob {
+        blob
     }
 
     async fn count(&self, n: u64) -> Streaming<u64> {
@@ -124,5 +156,6 @@ impl Pong for PongImpl {
 }
 
 pub mod columns;
+pub mod pki;
 pub mod raw;
 pub mod tarpc_col;

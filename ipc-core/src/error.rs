@@ -66,6 +66,13 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// No one registered this name with the name server
+    /// ([`crate::nameserver::locate`], [`crate::nameserver::resolve`]).
+    #[error("the name server has no registration named `{name}`")]
+    NotRegistered {
+        /// The name looked up.
+        name: String,
+    },
     /// The server exposes no object under this name.
     #[error("the server exposes no object named `{name}`")]
     UnknownObject {
@@ -257,6 +264,7 @@ impl Error {
                 detail: detail.clone(),
             },
             Self::UnknownObject { name } => Self::UnknownObject { name: name.clone() },
+            Self::NotRegistered { name } => Self::NotRegistered { name: name.clone() },
             Self::UnknownMethod { detail } => Self::UnknownMethod {
                 detail: detail.clone(),
             },
@@ -308,6 +316,23 @@ impl Error {
         }
     }
 
+    /// True for [`Error::Timeout`]: the call's deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+
+    /// This error, as the framework's: always `Some` (the same accessor as
+    /// [`CallError::rpc`], so one style of handling fits both).
+    pub fn rpc(&self) -> Option<&Error> {
+        Some(self)
+    }
+
+    /// The method's own error: never, for a plain [`Error`] (the same
+    /// accessor as [`CallError::app`]).
+    pub fn app(&self) -> Option<&std::convert::Infallible> {
+        None
+    }
+
     /// True for errors that mean the connection is gone or going: `Connect`,
     /// `ConnectionLost`, `ShuttingDown`.
     pub fn is_connection_error(&self) -> bool {
@@ -356,6 +381,17 @@ impl<E> CallError<E> {
             Self::App(_) => None,
             Self::Rpc(e) => Some(e),
         }
+    }
+
+    /// True for a framework [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        self.rpc().is_some_and(Error::is_timeout)
+    }
+
+    /// True for a framework error that means the connection is gone or
+    /// going (see [`Error::is_connection_error`]).
+    pub fn is_connection_error(&self) -> bool {
+        self.rpc().is_some_and(Error::is_connection_error)
     }
 }
 

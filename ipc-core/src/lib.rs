@@ -87,6 +87,7 @@ mod payload;
 mod remote;
 mod scope;
 pub mod server;
+pub mod telemetry;
 pub mod service;
 mod signal;
 mod stream;

@@ -2,20 +2,24 @@
 //! scenario for every column in one process.
 //!
 //! ```sh
-//! cargo run --release -p benches --bin compare            # full run, under 4 min
+//! cargo run --release -p benches --bin compare            # full run, under 5 min
 //! cargo run --release -p benches --bin compare -- --quick # under 2 min
 //! # some scenarios / some columns (e.g. to profile):
 //! cargo run --release -p benches --bin compare -- --only b,h --columns raw,ipc
 //! ```
 //!
 //! (times on the 2-vCPU development VM). `--only` takes the letters below:
-//! `g` is measured with `b`, `d'` with `d`, `h2` with `h`.
+//! `g` is measured with `b`, `d'` and `d''` with `d`, `e'` and `e''` with
+//! `e`, `h2` with `h`.
 //!
 //! Columns ([`benches::columns`]): `raw` (hand-written `LengthDelimitedCodec`
-//! exchange, the ceiling), `tarpc` (0.38, bincode over TCP), `ipc` (TCP), and
-//! `ipc-unix` once `ipc_core::Address` has a Unix variant (skipped until then).
-//! A cell a column cannot fill (tarpc has no server push; callbacks are
-//! `ipc`'s alone) shows "—".
+//! exchange, the ceiling), `tarpc` (0.38, bincode over TCP), `ipc` (TCP),
+//! `ipc-unix` (a Unix socket, where `ipc_core::Address` has that variant),
+//! and `ipc-tls`: `ipc` over `tls://` (TCP, TLS 1.3 with `rustls` + `ring`)
+//! with a CA and server certificate made at run time ([`benches::pki`]),
+//! run for (b), (d) at 1 MiB and (e), (e') only. A cell a column cannot fill
+//! (tarpc has no server push; callbacks are `ipc`'s alone; `ipc-tls` outside
+//! its rows) shows "—".
 //!
 //! Arrangement, the same for every column: for each (scenario, column) a fresh
 //! pair of runtimes, servers on one and clients on the other, each
@@ -47,9 +51,27 @@
 //!   instead of `ipc_core::Bytes` (what serde does with a plain `Vec<u8>`).
 //!   `ipc` columns only: the raw and tarpc cells repeat their (d) figures
 //!   (raw has no serde; tarpc's `echo` already takes `Vec<u8>`).
-//! - **(e) cold start**: a new connection made ready (for `ipc`: connect +
-//!   handshake + `get_exposed_object`) and one `add`, timed together, then
-//!   closed; p50 µs over many (after 3 unmeasured ones).
+//! - **(d'') bytes inside a user struct**: as (d) at 1 MiB, in the same run
+//!   on the same connection, with `Bench::echo_blob` (a struct
+//!   `Blob { data: Vec<u8> }`, which serde moves one `u8` at a time) and
+//!   `Bench::echo_byte_blob` (the same field marked
+//!   `#[serde(with = "serde_bytes")]`), each over half of (d)'s warm-up and
+//!   measuring windows. `ipc` and `ipc-unix` only.
+//! - **(e) cold start, checked**: a new connection made ready the checked
+//!   way (for `ipc`: `connect`, which waits for the handshake, then
+//!   `get_exposed_object`, which waits for the lookup) and one `add`, timed
+//!   together, then closed; p50 µs over many (after 3 unmeasured ones).
+//! - **(e') cold start, pipelined** (`ipc` columns): as (e) with
+//!   `Client::builder().addr(..).connect_lazy()` (the hello goes out, nothing
+//!   is awaited past TCP, and TLS for `ipc-tls`) and `client.proxy()` (the
+//!   lookup goes out with the first call): hello, lookup and `add` share one
+//!   round trip. The raw and tarpc cells repeat (e): they have no other way
+//!   in. (e) and (e') alternate connection by connection on the same server.
+//! - **(e'') cold start with a shared key** (`ipc`, `ipc-unix`): (e')'s code
+//!   against a second server that requires a shared key (`auth_key` on both
+//!   builders), alternating with (e) and (e'). With a key `connect_lazy`
+//!   waits for the authentication (no request may precede it), so this is
+//!   the price of the key at connect.
 //! - **(f) server memory per idle connection**: the column's server runs
 //!   alone in a child process (this binary, `--mem-server COLUMN`, same
 //!   one-worker runtime), so the client side's memory is not in the figure.
@@ -99,13 +121,16 @@
 //! Ratios are ipc/raw and ipc/tarpc of the medians; for throughput higher is
 //! better, for latency, CPU and memory lower is better. The last line printed
 //! is the machine-readable summary:
-//! `summary pipelined_vs_tarpc=A pipelined_vs_raw=B many_conns_vs_tarpc=C mib_vs_raw=D seq_p50_vs_raw=E stream_vs_raw=F callback_vs_call=G vec_vs_bytes=H`
+//! `summary pipelined_vs_tarpc=A pipelined_vs_raw=B many_conns_vs_tarpc=C mib_vs_raw=D seq_p50_vs_raw=E stream_vs_raw=F callback_vs_call=G vec_vs_bytes=H first_call_vs_raw=I first_call_checked_vs_raw=J tls_pipelined_vs_plain=K tls_mib_vs_plain=L key_connect_vs_plain=M`
 //! where A, B and C are ratios of calls/s in (b), (b) and (c), D is the
 //! geometric mean of ipc/raw MiB/s at 64 KiB and 1 MiB in (d), E is ipc/raw
 //! of the p50 in (a) (above 1: ipc is slower), F is ipc/raw items/s in (h),
 //! G is (i)'s callback ÷ plain p50 for ipc (above 1: callbacks are slower),
-//! and H is the lower of ipc's (d') ÷ (d) MiB/s at 64 KiB and at 1 MiB. A key
-//! whose scenario did not run is `nan`.
+//! H is the lower of ipc's (d') ÷ (d) MiB/s at 64 KiB and at 1 MiB, I and J
+//! are ipc/raw of the p50 in (e') and (e), K and L are `ipc-tls` ÷ `ipc` of
+//! (b)'s calls/s and (d)'s 1 MiB MiB/s, and M is ipc's (e'') ÷ (e') p50
+//! (above 1: the key costs at connect). A key whose scenario did not run is
+//! `nan`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -121,10 +146,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use benches::columns::{
-    BoxError, Column, Conn, RunningServer, Runtimes, StreamConn, Target, one_worker, start_server,
+    BoxError, Column, Conn, IpcTarget, RunningServer, Runtimes, StreamConn, Target, one_worker,
+    start_server, start_server_with_key,
 };
-use benches::{PongImpl, PongServer};
-use ipc_core::Remote;
+use benches::{Blob, ByteBlob, PongImpl, PongServer};
+use ipc_core::{AuthKey, Remote};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::time::{ClockId, clock_gettime};
@@ -159,9 +185,15 @@ const HELD_SLACK: usize = 16 * 1024;
 const HELD_POLL: Duration = Duration::from_millis(10);
 const HELD_STABLE: Duration = Duration::from_millis(250);
 const HELD_GIVE_UP: Duration = Duration::from_secs(10);
+/// The shared key of (e''): any 16+ bytes do, both ends know it.
+const BENCH_KEY: &[u8] = b"ipc bench shared key (not secret)";
 /// Targets printed under the table.
 const STREAM_TARGET: f64 = 0.7;
 const CALLBACK_TARGET: f64 = 1.2;
+/// (d'), (d'') with `serde_bytes`: ipc ÷ ipc's own (d) at the same size.
+const BLOCK_TARGET: f64 = 0.9;
+/// (e'): ipc ÷ raw p50 of connect + first call.
+const FIRST_CALL_TARGET: f64 = 1.5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Scenario {
@@ -192,8 +224,8 @@ impl Scenario {
             "a" => Self::A,
             "b" | "g" => Self::B,
             "c" => Self::C,
-            "d" | "d'" => Self::D,
-            "e" => Self::E,
+            "d" | "d'" | "d''" => Self::D,
+            "e" | "e'" | "e''" => Self::E,
             "f" => Self::F,
             "h" | "h2" => Self::H,
             "i" => Self::I,
@@ -215,7 +247,11 @@ enum Metric {
     EchoLarge,
     EchoVecSmall,
     EchoVecLarge,
+    EchoBlob,
+    EchoByteBlob,
     ColdP50,
+    ColdLazyP50,
+    ColdKeyP50,
     MemPerConn,
     StreamItems,
     StreamHeld,
@@ -228,7 +264,7 @@ enum Metric {
 }
 
 impl Metric {
-    const ALL: [Metric; 17] = [
+    const ALL: [Metric; 21] = [
         Self::SeqP50,
         Self::SeqP99,
         Self::PipeCalls,
@@ -239,7 +275,11 @@ impl Metric {
         Self::EchoLarge,
         Self::EchoVecSmall,
         Self::EchoVecLarge,
+        Self::EchoBlob,
+        Self::EchoByteBlob,
         Self::ColdP50,
+        Self::ColdLazyP50,
+        Self::ColdKeyP50,
         Self::MemPerConn,
         Self::StreamItems,
         Self::StreamHeld,
@@ -261,7 +301,11 @@ impl Metric {
             Self::EchoLarge => ("(d) echo 1 MiB, 1 in flight", "MiB/s"),
             Self::EchoVecSmall => ("(d') echo 64 KiB as `Vec<u8>`", "MiB/s"),
             Self::EchoVecLarge => ("(d') echo 1 MiB as `Vec<u8>`", "MiB/s"),
-            Self::ColdP50 => ("(e) connect + first call", "p50 µs"),
+            Self::EchoBlob => ("(d'') echo 1 MiB in `Blob { data: Vec<u8> }`", "MiB/s"),
+            Self::EchoByteBlob => ("(d'') the same with `serde_bytes`", "MiB/s"),
+            Self::ColdP50 => ("(e) connect + lookup + first call, checked", "p50 µs"),
+            Self::ColdLazyP50 => ("(e') connect + first call, pipelined", "p50 µs"),
+            Self::ColdKeyP50 => ("(e'') (e') with a shared key", "p50 µs"),
             Self::MemPerConn => ("(f) server memory per idle conn (1,000)", "KiB"),
             Self::StreamItems => ("(h) server stream of 1,000,000 `u64`", "items/s"),
             Self::StreamHeld => (
@@ -283,12 +327,16 @@ impl Metric {
             | Self::EchoLarge
             | Self::EchoVecSmall
             | Self::EchoVecLarge
+            | Self::EchoBlob
+            | Self::EchoByteBlob
             | Self::StreamItems
             | Self::StreamHeld
             | Self::StreamTaken => format!("{v:.0}"),
             Self::SeqP50
             | Self::SeqP99
             | Self::ColdP50
+            | Self::ColdLazyP50
+            | Self::ColdKeyP50
             | Self::CallbackP50
             | Self::CallbackPlainP50 => format!("{v:.1}"),
             Self::PipeCpu | Self::ManyCpu | Self::CallbackRatio => format!("{v:.2}"),
@@ -298,11 +346,13 @@ impl Metric {
 
     /// The metric whose figures fill this row's `column` cell: the (d')
     /// rows repeat (d) for raw (no serde there) and tarpc (whose `echo`
-    /// already takes a `Vec<u8>`).
+    /// already takes a `Vec<u8>`); (e') repeats (e) for them (no other way
+    /// in).
     fn source(self, column: Column) -> Metric {
         match (self, column) {
             (Self::EchoVecSmall, Column::Raw | Column::Tarpc) => Self::EchoSmall,
             (Self::EchoVecLarge, Column::Raw | Column::Tarpc) => Self::EchoLarge,
+            (Self::ColdLazyP50, Column::Raw | Column::Tarpc) => Self::ColdP50,
             _ => self,
         }
     }
@@ -340,7 +390,7 @@ fn main() {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: compare [--quick] [--rounds N] [--only a,b,c,d,e,f,h,i] [--columns raw,tarpc,ipc,ipc-unix]"
+                "{e}\nusage: compare [--quick] [--rounds N] [--only a,b,c,d,e,f,h,i] [--columns raw,tarpc,ipc,ipc-unix,ipc-tls]"
             );
             std::process::exit(2);
         }
@@ -437,6 +487,12 @@ fn run_scenario(
     s: &Settings,
 ) -> Result<Vec<(Metric, f64)>, BoxError> {
     match scenario {
+        // The TLS column has its rows in (b), (d) and (e) only.
+        Scenario::A | Scenario::C | Scenario::F | Scenario::H | Scenario::I
+            if column == Column::IpcTls =>
+        {
+            Ok(Vec::new())
+        }
         Scenario::A => sequential_latency(column, s),
         Scenario::B => {
             let (calls, cpu) = closed_loop(column, s, 1, PIPELINE)?;
@@ -458,6 +514,7 @@ fn run_scenario(
     }
 }
 
+/// The plain `ipc` columns (not `ipc-tls`, which has only a few rows).
 fn is_ipc(column: Column) -> bool {
     matches!(column, Column::Ipc | Column::IpcUnix)
 }
@@ -635,35 +692,67 @@ fn cpu_time() -> Result<Duration, BoxError> {
     ))
 }
 
-// --- (d) -----------------------------------------------------------------
+// --- (d), (d'), (d'') -----------------------------------------------------
 
-/// (d), and (d') for the `ipc` columns: the same loop calling `echo_vec`.
+/// How a (d) run sends its payload.
+#[derive(Debug, Clone, Copy)]
+enum Payload {
+    /// `Conn::echo`: `ipc_core::Bytes` for `ipc`, the column's own for the
+    /// others.
+    Bytes,
+    /// `Bench::echo_vec`: a `Vec<u8>` argument.
+    Vec,
+    /// `Bench::echo_blob`: a `Vec<u8>` field of a user struct.
+    Blob,
+    /// `Bench::echo_byte_blob`: the same field with `serde_bytes`.
+    ByteBlob,
+}
+
+/// (d) for every column (1 MiB only for `ipc-tls`), then (d') and (d'')
+/// for the `ipc` columns: the same loop with another method.
 fn echo_throughput(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, BoxError> {
     let (warmup, measure) = (s.warmup, s.measure);
     with_server(column, |rts, server| {
         rts.client.block_on(async move {
             let conn = Conn::connect(column, &server.target).await?;
             let spawned = tokio::spawn(async move {
-                let mut runs = vec![
-                    (Metric::EchoSmall, ECHO_SMALL, false),
-                    (Metric::EchoLarge, ECHO_LARGE, false),
-                ];
+                let mut runs = Vec::new();
+                if column != Column::IpcTls {
+                    runs.push((Metric::EchoSmall, ECHO_SMALL, Payload::Bytes));
+                }
+                runs.push((Metric::EchoLarge, ECHO_LARGE, Payload::Bytes));
                 if is_ipc(column) {
-                    runs.push((Metric::EchoVecSmall, ECHO_SMALL, true));
-                    runs.push((Metric::EchoVecLarge, ECHO_LARGE, true));
+                    runs.extend([
+                        (Metric::EchoVecSmall, ECHO_SMALL, Payload::Vec),
+                        (Metric::EchoVecLarge, ECHO_LARGE, Payload::Vec),
+                        (Metric::EchoBlob, ECHO_LARGE, Payload::Blob),
+                        (Metric::EchoByteBlob, ECHO_LARGE, Payload::ByteBlob),
+                    ]);
                 }
                 let mut out = Vec::new();
-                for (metric, size, as_vec) in runs {
+                for (metric, size, how) in runs {
                     let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
                     let call = async |payload: &Vec<u8>| -> Result<(), BoxError> {
-                        let back = match conn.ipc() {
-                            Some(proxy) if as_vec => proxy.echo_vec(payload.clone()).await?,
-                            _ => conn.echo(payload.clone()).await?,
+                        let data = payload.clone();
+                        let back = match (how, conn.ipc()) {
+                            (Payload::Bytes, _) => conn.echo(data).await?,
+                            (Payload::Vec, Some(p)) => p.echo_vec(data).await?,
+                            (Payload::Blob, Some(p)) => p.echo_blob(Blob { data }).await?.data,
+                            (Payload::ByteBlob, Some(p)) => {
+                                p.echo_byte_blob(ByteBlob { data }).await?.data
+                            }
+                            (_, None) => return Err("an ipc payload on another column".into()),
                         };
                         if back.len() != size || back[size - 1] != payload[size - 1] {
                             return Err("echo returned other bytes".into());
                         }
                         Ok(())
+                    };
+                    // (d'') gets half the windows: it is extra, and keeps
+                    // the full run within its time.
+                    let (warmup, measure) = match how {
+                        Payload::Blob | Payload::ByteBlob => (warmup / 2, measure / 2),
+                        Payload::Bytes | Payload::Vec => (warmup, measure),
                     };
                     let start = Instant::now();
                     while start.elapsed() < warmup {
@@ -684,31 +773,83 @@ fn echo_throughput(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, B
     })
 }
 
-// --- (e) -----------------------------------------------------------------
+// --- (e), (e'), (e'') --------------------------------------------------------
 
+/// One way into a server in (e): which row, how to connect, which server.
+#[derive(Debug, Clone)]
+struct ColdWay {
+    metric: Metric,
+    pipelined: bool,
+    target: Target,
+}
+
+/// (e) for every column; (e') for the `ipc` columns and `ipc-tls`; (e'')
+/// for the `ipc` columns, on a second server that requires a key. The ways
+/// alternate connection by connection, so a busy moment of the host falls
+/// on all of them alike.
 fn cold_start(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, BoxError> {
     let iters = s.cold_iters;
     with_server(column, |rts, server| {
-        let target = server.target.clone();
-        rts.client.block_on(async move {
+        let mut ways = vec![ColdWay {
+            metric: Metric::ColdP50,
+            pipelined: false,
+            target: server.target.clone(),
+        }];
+        if is_ipc(column) || column == Column::IpcTls {
+            ways.push(ColdWay {
+                metric: Metric::ColdLazyP50,
+                pipelined: true,
+                target: server.target.clone(),
+            });
+        }
+        // The keyed server lives until the measuring is done (dropped below,
+        // before the server runtime).
+        let mut keyed = None;
+        if is_ipc(column) {
+            let key = AuthKey::new(BENCH_KEY)?;
+            let with_key = rts
+                .server
+                .block_on(start_server_with_key(column, Some(key)))?;
+            ways.push(ColdWay {
+                metric: Metric::ColdKeyP50,
+                pipelined: true,
+                target: with_key.target.clone(),
+            });
+            keyed = Some(with_key);
+        }
+        let out = rts.client.block_on(async move {
             let spawned = tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(iters);
+                let mut lat: Vec<Vec<f64>> = vec![Vec::with_capacity(iters); ways.len()];
                 for i in 0..iters + 3 {
-                    let t = Instant::now();
-                    let conn = Conn::connect(column, &target).await?;
-                    check_add(conn.add(1, 2).await?, 1, 2)?;
-                    let took = t.elapsed();
-                    drop(conn);
-                    if i >= 3 {
-                        lat.push(micros(took));
+                    for (way, lat) in ways.iter().zip(&mut lat) {
+                        let t = Instant::now();
+                        let conn = if way.pipelined {
+                            Conn::connect_pipelined(column, &way.target).await?
+                        } else {
+                            Conn::connect(column, &way.target).await?
+                        };
+                        check_add(conn.add(1, 2).await?, 1, 2)?;
+                        let took = t.elapsed();
+                        drop(conn);
+                        if i >= 3 {
+                            lat.push(micros(took));
+                        }
                     }
                 }
-                Ok::<_, BoxError>(lat)
+                let out: Vec<(Metric, f64)> = ways
+                    .iter()
+                    .zip(lat)
+                    .map(|(way, mut lat)| {
+                        lat.sort_by(f64::total_cmp);
+                        (way.metric, quantile(&lat, 0.50))
+                    })
+                    .collect();
+                Ok::<_, BoxError>(out)
             });
-            let mut lat = spawned.await??;
-            lat.sort_by(f64::total_cmp);
-            Ok(vec![(Metric::ColdP50, quantile(&lat, 0.50))])
-        })
+            spawned.await?
+        });
+        drop(keyed);
+        out
     })
 }
 
@@ -798,7 +939,8 @@ fn server_memory(column: Column) -> Result<f64, BoxError> {
     let shown = child.line("target")?;
     let target = match column {
         Column::Raw | Column::Tarpc => Target::Socket(shown.parse()?),
-        Column::Ipc | Column::IpcUnix => Target::Ipc(shown.parse()?),
+        Column::Ipc | Column::IpcUnix => Target::Ipc(IpcTarget::plain(shown.parse()?)),
+        Column::IpcTls => return Err("no memory figure for ipc-tls".into()),
     };
     let rt = one_worker("bench-client")?;
     let per_conn = rt.block_on(async {
@@ -1008,6 +1150,12 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
         _ => None,
     };
     let cell = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("—".to_owned(), f);
+    // `a` ÷ `b` of the medians, for the summary and the notes.
+    let over = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+        _ => None,
+    };
+    let times = |v: Option<f64>| cell(v, &|v| format!("{v:.2}×"));
 
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -1052,10 +1200,46 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
     let _ = writeln!(out);
     let mut notes = Vec::new();
     if measured(Metric::EchoVecSmall) {
-        notes.push(
-            "(d') raw and tarpc cells repeat (d): raw has no serde, and tarpc's `echo` already takes a `Vec<u8>`."
-                .to_owned(),
-        );
+        notes.push(format!(
+            "(d') raw and tarpc cells repeat (d): raw has no serde, and tarpc's `echo` already takes a `Vec<u8>`. \
+             Target for ipc: ≥ {BLOCK_TARGET}× its own (d) at the same size (`Vec<u8>` arguments go as one block); \
+             ipc's (d') ÷ (d): {} at 64 KiB, {} at 1 MiB.",
+            times(over(med(Metric::EchoVecSmall, Column::Ipc), med(Metric::EchoSmall, Column::Ipc))),
+            times(over(med(Metric::EchoVecLarge, Column::Ipc), med(Metric::EchoLarge, Column::Ipc))),
+        ));
+    }
+    if measured(Metric::EchoBlob) {
+        let large = med(Metric::EchoLarge, Column::Ipc);
+        notes.push(format!(
+            "(d'') ipc columns only. Target with `#[serde(with = \"serde_bytes\")]`: ≥ {BLOCK_TARGET}× ipc's (d) at 1 MiB \
+             (got {}); the plain field has none: serde moves it one `u8` at a time (got {}).",
+            times(over(med(Metric::EchoByteBlob, Column::Ipc), large)),
+            times(over(med(Metric::EchoBlob, Column::Ipc), large)),
+        ));
+    }
+    if measured(Metric::ColdLazyP50) {
+        notes.push(format!(
+            "(e') raw and tarpc cells repeat (e): they have no other way in. Target for ipc: ≤ {FIRST_CALL_TARGET}× raw \
+             (one round trip after connect, as raw). (e) and (e') alternate connection by connection."
+        ));
+    }
+    if measured(Metric::ColdKeyP50) {
+        notes.push(format!(
+            "(e'') (e')'s code against a server requiring a shared key (`auth_key`); with a key `connect_lazy` waits \
+             for the authentication round trip. No target; ipc (e'') ÷ (e'): {}.",
+            times(over(med(Metric::ColdKeyP50, Column::Ipc), med(Metric::ColdLazyP50, Column::Ipc))),
+        ));
+    }
+    if s.columns.contains(&Column::IpcTls) {
+        let tls = |m: Metric| times(over(med(m, Column::IpcTls), med(m, Column::Ipc)));
+        notes.push(format!(
+            "ipc-tls: `tls://` (TLS 1.3, rustls + ring, a CA and server certificate made at run time with rcgen), \
+             rows (b), (g), (d) 1 MiB, (e), (e') only. No target; ipc-tls ÷ ipc: (b) {}, (d) 1 MiB {}, (e) {}, (e') {}.",
+            tls(Metric::PipeCalls),
+            tls(Metric::EchoLarge),
+            tls(Metric::ColdP50),
+            tls(Metric::ColdLazyP50),
+        ));
     }
     if measured(Metric::MemPerConn) {
         notes.push("(f) target for ipc: ≤ 16 KiB per idle connection.".to_owned());
@@ -1098,11 +1282,8 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
         (Some(a), Some(b)) => Some((a * b).sqrt()),
         _ => None,
     };
-    let vec_vs = |vec: Metric, bytes: Metric| match (med(vec, Column::Ipc), med(bytes, Column::Ipc))
-    {
-        (Some(v), Some(b)) if b != 0.0 => Some(v / b),
-        _ => None,
-    };
+    let vec_vs = |vec: Metric, bytes: Metric| over(med(vec, Column::Ipc), med(bytes, Column::Ipc));
+    let tls_vs = |m: Metric| over(med(m, Column::IpcTls), med(m, Column::Ipc));
     let vec_vs_bytes = match (
         vec_vs(Metric::EchoVecSmall, Metric::EchoSmall),
         vec_vs(Metric::EchoVecLarge, Metric::EchoLarge),
@@ -1112,7 +1293,7 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
     };
     let _ = writeln!(
         out,
-        "summary pipelined_vs_tarpc={} pipelined_vs_raw={} many_conns_vs_tarpc={} mib_vs_raw={} seq_p50_vs_raw={} stream_vs_raw={} callback_vs_call={} vec_vs_bytes={}",
+        "summary pipelined_vs_tarpc={} pipelined_vs_raw={} many_conns_vs_tarpc={} mib_vs_raw={} seq_p50_vs_raw={} stream_vs_raw={} callback_vs_call={} vec_vs_bytes={} first_call_vs_raw={} first_call_checked_vs_raw={} tls_pipelined_vs_plain={} tls_mib_vs_plain={} key_connect_vs_plain={}",
         fmt(ratio(Metric::PipeCalls, Column::Tarpc)),
         fmt(ratio(Metric::PipeCalls, Column::Raw)),
         fmt(ratio(Metric::ManyCalls, Column::Tarpc)),
@@ -1121,6 +1302,11 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
         fmt(ratio(Metric::StreamItems, Column::Raw)),
         fmt(med(Metric::CallbackRatio, Column::Ipc)),
         fmt(vec_vs_bytes),
+        fmt(ratio(Metric::ColdLazyP50, Column::Raw)),
+        fmt(ratio(Metric::ColdP50, Column::Raw)),
+        fmt(tls_vs(Metric::PipeCalls)),
+        fmt(tls_vs(Metric::EchoLarge)),
+        fmt(vec_vs(Metric::ColdKeyP50, Metric::ColdLazyP50)),
     );
     let _ = out.flush();
 }

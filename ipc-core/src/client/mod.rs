@@ -373,13 +373,7 @@ impl ClientBuilder {
                 credentials,
                 ..
             } = opening;
-            let peer = Arc::new(Peer {
-                addr: Arc::from(peer),
-                connection_id: 0,
-                key_authenticated: false,
-                certificate,
-                credentials,
-            });
+            let peer = Arc::new(Peer::new(&peer, 0, false, certificate, credentials));
             let conn = Connection::new(
                 &self.config,
                 None,
@@ -405,13 +399,13 @@ impl ClientBuilder {
             credentials,
             ..
         } = handshake;
-        let peer = Arc::new(Peer {
-            addr: Arc::from(peer),
-            connection_id: 0,
+        let peer = Arc::new(Peer::new(
+            &peer,
+            0,
             key_authenticated,
             certificate,
             credentials,
-        });
+        ));
         let conn = Connection::new(
             &self.config,
             Some(peer_limit),
@@ -494,6 +488,19 @@ async fn read_loop(
 }
 
 impl Client {
+    /// Connects to the default address, `localhost:9099`, with default
+    /// settings: the client side of a zero-configuration server.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), ipc_core::Error> {
+    /// let client = ipc_core::Client::connect_default().await?;
+    /// println!("connected to {}", client.addr());
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_default() -> Result<Self, Error> {
+        Self::builder().connect().await
+    }
+
     /// Connects to `addr` with default settings. See [`Client::builder`] for more.
     pub async fn connect(addr: impl Into<Address>) -> Result<Self, Error> {
         Self::builder().addr(addr).connect().await
@@ -565,8 +572,8 @@ impl Client {
 
     /// This end's address on the current connection (`IP:PORT`, `unix:PATH`,
     /// or `io` for a caller-supplied stream), as the server sees it as its peer.
-    pub fn local_addr(&self) -> String {
-        self.links.current().conn.local.clone()
+    pub fn local_addr(&self) -> Address {
+        Address::from(self.links.current().conn.local.as_str())
     }
 
     /// The address this client connects to.

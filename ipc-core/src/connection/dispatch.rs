@@ -23,6 +23,7 @@ use crate::context::{Access, CallContext};
 use crate::error::Error;
 use crate::scope::{self, Scope, Scoped};
 use crate::service::{BoxedSource, DispatchError, Outcome, Reply};
+use crate::telemetry::{CallRecord, Outcome as Ended};
 use crate::wire::{self, FrameBuf, Request, Status};
 
 /// A call the authorization rule refused.
@@ -304,6 +305,8 @@ impl Connection {
             .map_or("?", |m| m.name);
         let span =
             tracing::debug_span!("ipc.handle", object = %target.name, method = method_name, id);
+        // Logged and counted when it ends (as cancelled if dropped first).
+        let record = CallRecord::start(&target.name, method, method_name, target.metrics.as_ref());
         let context = CallContext {
             peer: self.peer_info.clone(),
             object: target.name.clone(),
@@ -324,6 +327,9 @@ impl Connection {
         };
         match first {
             Poll::Ready(outcome) => {
+                if let Some(record) = record {
+                    record.finish(ended(&outcome));
+                }
                 drop(running);
                 self.activity.store(true, Ordering::Relaxed);
                 self.conclude(id, oneway, outcome, None).await;
@@ -350,6 +356,9 @@ impl Connection {
                         Some(d) => tokio::time::timeout(d, handler).await.ok(),
                         None => Some(handler.await),
                     };
+                    if let Some(record) = record {
+                        record.finish(outcome.as_ref().map_or(Ended::Timeout, ended));
+                    }
                     drop(running);
                     conn.activity.store(true, Ordering::Relaxed);
                     match outcome {
@@ -440,6 +449,14 @@ impl Connection {
                 Err(false) => {}
             },
         }
+    }
+}
+
+/// How a handler's run ended, for its record.
+fn ended(outcome: &std::thread::Result<Reply>) -> Ended {
+    match outcome {
+        Ok(reply) => Ended::of(reply.status()),
+        Err(_) => Ended::Panic,
     }
 }
 

@@ -92,6 +92,8 @@ pub(crate) struct Target {
     /// Its name, for logs and the call context.
     pub(crate) name: Arc<str>,
     pub(crate) service: Arc<dyn Service>,
+    /// Where its calls are counted (a server's named objects).
+    pub(crate) metrics: Option<Arc<crate::telemetry::ObjectMetrics>>,
 }
 
 /// What one side serves by name: a server's exposed objects, its system

@@ -67,6 +67,7 @@ impl Host for ServerHost {
         Ok(Target {
             name: exposed.name.clone(),
             service: service.clone(),
+            metrics: exposed.metrics.clone(),
         })
     }
 
@@ -167,12 +168,14 @@ pub(super) async fn serve(slot: ConnectionSlot, socket: Socket) {
         let connection_id = shared
             .next_connection_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let peer_of = |who: &connection::Identity<'_>| Peer {
-            addr: Arc::from(who.peer),
-            connection_id,
-            key_authenticated: who.key_authenticated,
-            certificate: who.certificate.clone(),
-            credentials: who.credentials,
+        let peer_of = |who: &connection::Identity<'_>| {
+            Peer::new(
+                who.peer,
+                connection_id,
+                who.key_authenticated,
+                who.certificate.clone(),
+                who.credentials,
+            )
         };
         // TLS (if any), the hello and authentication: all within the
         // handshake timeout, all before anything else is read.
