@@ -1,19 +1,29 @@
 //! The columns of the comparison, behind one interface: start a column's
-//! server, connect a client to it, call `add` and `echo`.
+//! server, connect a client to it, call `add` and `echo`, read a server
+//! stream ([`StreamConn`]). What only `ipc` has (`echo_vec`, `endless`,
+//! callbacks) is reached through [`Conn::ipc`] and [`RunningServer`].
 //!
 //! Every column runs in the same arrangement ([`Runtimes`]): its server on
 //! one Tokio runtime, its clients on another, each a multi-thread runtime
 //! with one worker thread.
+//!
+//! Besides the column, an `ipc` server may require a shared key
+//! ([`start_server_with_key`]); its [`Target`] then carries the key, as it
+//! carries the TLS settings of the `ipc-tls` column, so connecting is the
+//! same call for every server.
 
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use ipc_core::{Address, Client, Server, ServerHandle};
+use futures::StreamExt;
+use ipc_core::server::ServerStats;
+use ipc_core::{Address, AuthKey, Client, ClientBuilder, Server, ServerHandle, TlsClient};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use crate::raw::{self, RawClient};
+use crate::pki::TlsPair;
+use crate::raw::{self, RawClient, RawStream};
 use crate::tarpc_col::{self, TarpcBenchClient};
 use crate::{BenchImpl, BenchProxy, BenchServer};
 
@@ -31,11 +41,20 @@ pub enum Column {
     Ipc,
     /// `ipc` over a Unix socket; only where [`unix_address`] finds one.
     IpcUnix,
+    /// `ipc` over TLS (`tls://`, TCP), with a certificate made at run time
+    /// ([`TlsPair`]).
+    IpcTls,
 }
 
 impl Column {
     /// Every column, in table order.
-    pub const ALL: [Column; 4] = [Column::Raw, Column::Tarpc, Column::Ipc, Column::IpcUnix];
+    pub const ALL: [Column; 5] = [
+        Column::Raw,
+        Column::Tarpc,
+        Column::Ipc,
+        Column::IpcUnix,
+        Column::IpcTls,
+    ];
 
     /// The column's name in tables and on the command line.
     pub fn name(self) -> &'static str {
@@ -44,6 +63,7 @@ impl Column {
             Self::Tarpc => "tarpc",
             Self::Ipc => "ipc",
             Self::IpcUnix => "ipc-unix",
+            Self::IpcTls => "ipc-tls",
         }
     }
 
@@ -52,7 +72,7 @@ impl Column {
         Self::ALL.into_iter().find(|c| c.name() == name)
     }
 
-    /// The columns this build can run: all but `ipc-unix` while
+    /// The columns this build can run: all but `ipc-unix` where
     /// `ipc_core::Address` has no Unix variant.
     pub fn available() -> Vec<Column> {
         Self::ALL
@@ -63,13 +83,11 @@ impl Column {
 }
 
 // ---------------------------------------------------------------------------
-// ipc-unix: the place for the Unix-socket column.
+// ipc-unix: the Unix-socket column.
 //
-// `ipc_core::Address` is `#[non_exhaustive]` and today has only `Tcp`, so the
-// column is detected at run time: `"unix:<path>"` is parsed as an `Address`,
-// and the column runs if that yields a variant other than `Tcp`. When the
-// Unix transport lands, adjust the string below to its syntax if it differs;
-// the column then needs nothing else (server and client take the `Address`).
+// Detected at run time: `"unix:<path>"` is parsed as an `Address`, and the
+// column runs if that yields a variant other than `Tcp` (not on a platform
+// without Unix sockets).
 // ---------------------------------------------------------------------------
 
 /// A fresh Unix socket address for `ipc`, if `ipc_core::Address` has a Unix
@@ -128,16 +146,50 @@ pub fn one_worker(name: &str) -> std::io::Result<Runtime> {
 pub enum Target {
     /// A TCP socket address (raw and tarpc).
     Socket(SocketAddr),
-    /// An `ipc` address.
-    Ipc(Address),
+    /// An `ipc` server.
+    Ipc(IpcTarget),
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Socket(a) => a.fmt(f),
-            Self::Ipc(a) => a.fmt(f),
+            Self::Ipc(t) => t.addr.fmt(f),
         }
+    }
+}
+
+/// An `ipc` server's address and what a client needs to be let in.
+#[derive(Debug, Clone)]
+pub struct IpcTarget {
+    /// Where it listens.
+    pub addr: Address,
+    /// TLS settings, for a `tls://` address.
+    pub tls: Option<TlsClient>,
+    /// The shared key it requires, if any.
+    pub key: Option<AuthKey>,
+}
+
+impl IpcTarget {
+    /// A server without TLS or key.
+    pub fn plain(addr: Address) -> Self {
+        Self {
+            addr,
+            tls: None,
+            key: None,
+        }
+    }
+
+    /// A client builder for this server: its address, TLS settings and key.
+    pub fn builder(&self) -> ClientBuilder {
+        let mut builder = Client::builder().addr(self.addr.clone());
+        if let Some(tls) = &self.tls {
+            builder = builder.tls(tls.clone());
+        }
+        if let Some(key) = &self.key {
+            builder = builder.auth_key(key.clone());
+        }
+        builder
     }
 }
 
@@ -150,10 +202,29 @@ pub struct RunningServer {
     _guard: Guard,
 }
 
+impl RunningServer {
+    /// The server's counters, for an `ipc` column.
+    pub fn ipc_stats(&self) -> Option<ServerStats> {
+        match &self._guard {
+            Guard::Ipc(handle, _) => Some(handle.stats()),
+            Guard::Task(_) => None,
+        }
+    }
+
+    /// Items taken so far from the `endless` streams of this server, for an
+    /// `ipc` column ([`BenchImpl::produced`]).
+    pub fn ipc_produced(&self) -> Option<u64> {
+        match &self._guard {
+            Guard::Ipc(_, bench) => Some(bench.produced()),
+            Guard::Task(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Guard {
     Task(JoinHandle<()>),
-    Ipc(#[allow(dead_code)] ServerHandle),
+    Ipc(ServerHandle, BenchImpl),
 }
 
 impl Drop for Guard {
@@ -167,6 +238,18 @@ impl Drop for Guard {
 /// Starts `column`'s server on a free loopback port (or a fresh Unix socket
 /// path). Must run on the server runtime.
 pub async fn start_server(column: Column) -> Result<RunningServer, BoxError> {
+    start_server_with_key(column, None).await
+}
+
+/// As [`start_server`], the server requiring `key` if there is one (`ipc`
+/// columns only).
+pub async fn start_server_with_key(
+    column: Column,
+    key: Option<AuthKey>,
+) -> Result<RunningServer, BoxError> {
+    if key.is_some() && matches!(column, Column::Raw | Column::Tarpc) {
+        return Err(format!("{} has no shared key", column.name()).into());
+    }
     let (target, guard) = match column {
         Column::Raw => {
             let (addr, task) = raw::serve("127.0.0.1:0").await?;
@@ -176,18 +259,32 @@ pub async fn start_server(column: Column) -> Result<RunningServer, BoxError> {
             let (addr, task) = tarpc_col::serve("127.0.0.1:0").await?;
             (Target::Socket(addr), Guard::Task(task))
         }
-        Column::Ipc | Column::IpcUnix => {
-            let addr = if column == Column::Ipc {
-                Address::from("127.0.0.1:0")
-            } else {
-                unix_address("server").ok_or("ipc_core::Address has no Unix variant")?
+        Column::Ipc | Column::IpcUnix | Column::IpcTls => {
+            let (addr, tls) = match column {
+                Column::IpcUnix => (
+                    unix_address("server").ok_or("ipc_core::Address has no Unix variant")?,
+                    None,
+                ),
+                Column::IpcTls => ("tls://127.0.0.1:0".parse()?, Some(TlsPair::generate()?)),
+                _ => (Address::from("127.0.0.1:0"), None),
             };
-            let handle = Server::builder()
+            let bench = BenchImpl::default();
+            let mut builder = Server::builder()
                 .addr(addr)
-                .expose(BenchServer::new(BenchImpl))
-                .start()
-                .await?;
-            (Target::Ipc(handle.local_addr().clone()), Guard::Ipc(handle))
+                .expose(BenchServer::new(bench.clone()));
+            if let Some(tls) = &tls {
+                builder = builder.tls(tls.server.clone());
+            }
+            if let Some(key) = &key {
+                builder = builder.auth_key(key.clone());
+            }
+            let handle = builder.start().await?;
+            let target = IpcTarget {
+                addr: handle.local_addr().clone(),
+                tls: tls.map(|t| t.client),
+                key,
+            };
+            (Target::Ipc(target), Guard::Ipc(handle, bench))
         }
     };
     Ok(RunningServer {
@@ -211,18 +308,34 @@ pub enum Conn {
 impl Conn {
     /// Opens a connection of `column` to `target` and makes it ready for
     /// calls: for `ipc` that is connect + handshake + `get_exposed_object`
-    /// (one round trip that resolves the object), which every `ipc` user does
-    /// before the first call. Must run on the client runtime.
+    /// (one round trip that resolves the object and checks its trait), the
+    /// checked way in. Must run on the client runtime.
     pub async fn connect(column: Column, target: &Target) -> Result<Self, BoxError> {
         Ok(match (column, target) {
             (Column::Raw, Target::Socket(a)) => Conn::Raw(RawClient::connect(*a).await?),
             (Column::Tarpc, Target::Socket(a)) => Conn::Tarpc(tarpc_col::connect(*a).await?),
-            (Column::Ipc | Column::IpcUnix, Target::Ipc(addr)) => {
-                let client = Client::connect(addr.clone()).await?;
+            (Column::Ipc | Column::IpcUnix | Column::IpcTls, Target::Ipc(t)) => {
+                let client = t.builder().connect().await?;
                 Conn::Ipc(client.get_exposed_object().await?)
             }
             _ => return Err(format!("{} cannot connect to {target}", column.name()).into()),
         })
+    }
+
+    /// As [`Conn::connect`], the pipelined way in for `ipc`:
+    /// `connect_lazy` (the hello goes out, nothing is awaited) and
+    /// `Client::proxy` (the lookup goes out with the first call), so the
+    /// first call's round trip carries hello, lookup and call. With a
+    /// shared key `connect_lazy` waits for the authentication first. The
+    /// same as [`Conn::connect`] for raw and tarpc.
+    pub async fn connect_pipelined(column: Column, target: &Target) -> Result<Self, BoxError> {
+        match (column, target) {
+            (Column::Ipc | Column::IpcUnix | Column::IpcTls, Target::Ipc(t)) => {
+                let client = t.builder().connect_lazy().await?;
+                Ok(Conn::Ipc(client.proxy()))
+            }
+            _ => Self::connect(column, target).await,
+        }
     }
 
     /// `a + b`, computed by the server.
@@ -242,5 +355,59 @@ impl Conn {
             // Same boundary as raw: one copy in (encoding), one out.
             Self::Ipc(p) => p.echo(data.into()).await?.to_vec(),
         })
+    }
+
+    /// The `ipc` proxy, for an `ipc` column.
+    pub fn ipc(&self) -> Option<&BenchProxy> {
+        match self {
+            Self::Ipc(p) => Some(p),
+            Self::Raw(_) | Self::Tarpc(_) => None,
+        }
+    }
+}
+
+/// A consumer of server streams: the numbers `0..n` pushed by the server.
+/// tarpc has no server push, so no variant.
+#[derive(Debug)]
+pub enum StreamConn {
+    /// The raw ceiling, on a connection of its own ([`RawStream`]).
+    Raw(RawStream),
+    /// `ipc`'s `Bench::count` (TCP or Unix).
+    Ipc(BenchProxy),
+}
+
+impl StreamConn {
+    /// Opens a consumer of `column` on `target`, ready to ask for streams.
+    /// Must run on the client runtime.
+    pub async fn connect(column: Column, target: &Target) -> Result<Self, BoxError> {
+        Ok(match (column, target) {
+            (Column::Raw, Target::Socket(a)) => StreamConn::Raw(RawStream::connect(*a).await?),
+            (Column::Ipc | Column::IpcUnix | Column::IpcTls, _) => {
+                match Conn::connect(column, target).await? {
+                    Conn::Ipc(p) => StreamConn::Ipc(p),
+                    _ => return Err("an ipc column connected as another".into()),
+                }
+            }
+            _ => return Err(format!("{} has no server streams", column.name()).into()),
+        })
+    }
+
+    /// Asks for `0..n` and reads it to its end, checking that every item is
+    /// the next number; returns how many items arrived.
+    pub async fn count(&mut self, n: u64) -> Result<u64, BoxError> {
+        match self {
+            Self::Raw(s) => Ok(s.count(n).await?),
+            Self::Ipc(p) => {
+                let mut items = p.count(n).await?;
+                let mut seen = 0u64;
+                while let Some(item) = items.next().await {
+                    if item? != seen {
+                        return Err("stream item out of order".into());
+                    }
+                    seen += 1;
+                }
+                Ok(seen)
+            }
+        }
     }
 }

@@ -5,14 +5,16 @@
 
 use std::sync::Arc;
 
-use crate::transport::{PeerCertificate, UnixCredentials};
+use crate::transport::{Address, PeerCertificate, UnixCredentials};
 
 /// What is known of the other end of a connection: its address, and how it
 /// proved who it is — a TLS client certificate (mutual TLS), the shared key,
 /// and for Unix sockets the peer process's credentials.
 #[derive(Debug, Clone)]
 pub struct Peer {
+    /// For logs.
     pub(crate) addr: Arc<str>,
+    address: Address,
     pub(crate) connection_id: u64,
     pub(crate) key_authenticated: bool,
     pub(crate) certificate: Option<Arc<PeerCertificate>>,
@@ -20,10 +22,28 @@ pub struct Peer {
 }
 
 impl Peer {
+    pub(crate) fn new(
+        addr: &str,
+        connection_id: u64,
+        key_authenticated: bool,
+        certificate: Option<Arc<PeerCertificate>>,
+        credentials: Option<UnixCredentials>,
+    ) -> Self {
+        Self {
+            addr: Arc::from(addr),
+            address: Address::from(addr),
+            connection_id,
+            key_authenticated,
+            certificate,
+            credentials,
+        }
+    }
+
     /// The peer's address as this side sees it: `IP:PORT` for TCP, the
     /// socket's peer for Unix sockets, `io` for streams handed in directly.
-    pub fn addr(&self) -> &str {
-        &self.addr
+    /// Comparable with the client's own [`crate::Client::local_addr`].
+    pub fn addr(&self) -> &Address {
+        &self.address
     }
 
     /// A number identifying the connection, unique within the server.
@@ -100,8 +120,8 @@ impl CallContext {
 
     /// The caller's address as the server saw it: `IP:PORT` for TCP, the
     /// socket's peer for Unix sockets, `io` for streams handed in directly.
-    pub fn peer_addr(&self) -> &str {
-        &self.peer.addr
+    pub fn peer_addr(&self) -> &Address {
+        self.peer.addr()
     }
 
     /// A number identifying the caller's connection, unique within the server.

@@ -66,6 +66,13 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// No one registered this name with the name server
+    /// ([`crate::nameserver::locate`], [`crate::nameserver::resolve`]).
+    #[error("the name server has no registration named `{name}`")]
+    NotRegistered {
+        /// The name looked up.
+        name: String,
+    },
     /// The server exposes no object under this name.
     #[error("the server exposes no object named `{name}`")]
     UnknownObject {
@@ -228,6 +235,104 @@ impl Error {
         }
     }
 
+    /// A copy, for an error several callers get (a failed handshake or
+    /// lookup shared by the calls that waited for it). I/O errors keep
+    /// their kind and message.
+    pub(crate) fn duplicate(&self) -> Self {
+        let io = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+        match self {
+            Self::Connect { addr, source } => Self::Connect {
+                addr: addr.clone(),
+                source: io(source),
+            },
+            Self::InvalidAddress { addr, reason } => Self::InvalidAddress {
+                addr: addr.clone(),
+                reason,
+            },
+            Self::Bind { addr, source } => Self::Bind {
+                addr: addr.clone(),
+                source: io(source),
+            },
+            Self::ConnectionLost { reason } => Self::ConnectionLost {
+                reason: reason.clone(),
+            },
+            Self::ShuttingDown => Self::ShuttingDown,
+            Self::ProtocolMismatch { detail } => Self::ProtocolMismatch {
+                detail: detail.clone(),
+            },
+            Self::Protocol { detail } => Self::Protocol {
+                detail: detail.clone(),
+            },
+            Self::UnknownObject { name } => Self::UnknownObject { name: name.clone() },
+            Self::NotRegistered { name } => Self::NotRegistered { name: name.clone() },
+            Self::UnknownMethod { detail } => Self::UnknownMethod {
+                detail: detail.clone(),
+            },
+            Self::TraitMismatch {
+                object,
+                server_fingerprint,
+                proxy_fingerprint,
+                detail,
+            } => Self::TraitMismatch {
+                object: object.clone(),
+                server_fingerprint: *server_fingerprint,
+                proxy_fingerprint: *proxy_fingerprint,
+                detail: detail.clone(),
+            },
+            Self::DuplicateObject { name } => Self::DuplicateObject { name: name.clone() },
+            Self::FrameTooLarge { size, limit } => Self::FrameTooLarge {
+                size: *size,
+                limit: *limit,
+            },
+            Self::Timeout { after } => Self::Timeout { after: *after },
+            Self::Overloaded { detail } => Self::Overloaded {
+                detail: detail.clone(),
+            },
+            Self::RemotePanic { message } => Self::RemotePanic {
+                message: message.clone(),
+            },
+            Self::BadRequest { detail } => Self::BadRequest {
+                detail: detail.clone(),
+            },
+            Self::Encode { detail } => Self::Encode {
+                detail: detail.clone(),
+            },
+            Self::Decode { detail } => Self::Decode {
+                detail: detail.clone(),
+            },
+            Self::Config { detail } => Self::Config {
+                detail: detail.clone(),
+            },
+            Self::Tls { detail } => Self::Tls {
+                detail: detail.clone(),
+            },
+            Self::AuthFailed { reason } => Self::AuthFailed {
+                reason: reason.clone(),
+            },
+            Self::PermissionDenied { detail } => Self::PermissionDenied {
+                detail: detail.clone(),
+            },
+            Self::Io(e) => Self::Io(io(e)),
+        }
+    }
+
+    /// True for [`Error::Timeout`]: the call's deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+
+    /// This error, as the framework's: always `Some` (the same accessor as
+    /// [`CallError::rpc`], so one style of handling fits both).
+    pub fn rpc(&self) -> Option<&Error> {
+        Some(self)
+    }
+
+    /// The method's own error: never, for a plain [`Error`] (the same
+    /// accessor as [`CallError::app`]).
+    pub fn app(&self) -> Option<&std::convert::Infallible> {
+        None
+    }
+
     /// True for errors that mean the connection is gone or going: `Connect`,
     /// `ConnectionLost`, `ShuttingDown`.
     pub fn is_connection_error(&self) -> bool {
@@ -276,6 +381,17 @@ impl<E> CallError<E> {
             Self::App(_) => None,
             Self::Rpc(e) => Some(e),
         }
+    }
+
+    /// True for a framework [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        self.rpc().is_some_and(Error::is_timeout)
+    }
+
+    /// True for a framework error that means the connection is gone or
+    /// going (see [`Error::is_connection_error`]).
+    pub fn is_connection_error(&self) -> bool {
+        self.rpc().is_some_and(Error::is_connection_error)
     }
 }
 

@@ -74,6 +74,7 @@
 extern crate self as ipc_core;
 
 mod auth;
+mod byte_vec;
 pub mod client;
 pub mod config;
 mod connection;
@@ -88,6 +89,7 @@ mod remote;
 pub mod schema;
 mod scope;
 pub mod server;
+pub mod telemetry;
 pub mod service;
 mod signal;
 mod stream;
@@ -128,6 +130,7 @@ mod readme {}
 /// What generated code needs. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::byte_vec::{ByteVec, OptByteVec};
     pub use crate::client::{ObjectRef, Proxy};
     pub use crate::object::{MethodDescriptor, ObjectDescriptor};
     pub use crate::remote::Serves;

@@ -228,7 +228,7 @@ pub fn service() -> impl Service {
 ///
 /// # Errors
 ///
-/// [`Error::UnknownObject`], naming `name`, if no one has registered it; the
+/// [`Error::NotRegistered`], naming `name`, if no one has registered it; the
 /// errors of [`Client::get_exposed_object`] if `name_server` does not expose
 /// a name server; connection errors.
 pub async fn resolve(name_server: &Client, name: &str) -> Result<Registration, Error> {
@@ -236,7 +236,7 @@ pub async fn resolve(name_server: &Client, name: &str) -> Result<Registration, E
     proxy
         .lookup(name.to_owned())
         .await?
-        .ok_or_else(|| Error::UnknownObject {
+        .ok_or_else(|| Error::NotRegistered {
             name: name.to_owned(),
         })
 }
@@ -251,7 +251,7 @@ pub async fn resolve(name_server: &Client, name: &str) -> Result<Registration, E
 ///
 /// # Errors
 ///
-/// [`Error::UnknownObject`], naming `name`, if no one has registered it;
+/// [`Error::NotRegistered`], naming `name`, if no one has registered it;
 /// [`Error::InvalidAddress`] if the registered address does not parse; then
 /// the errors of [`Client::connect`] and [`Client::get_exposed_object_named`]
 /// (for example [`Error::TraitMismatch`] if the object is not a `P`).
@@ -339,7 +339,7 @@ impl Session {
 
 /// The caller's address, for logs.
 fn peer() -> String {
-    CallContext::current().map_or_else(String::new, |c| c.peer_addr().to_owned())
+    CallContext::current().map_or_else(String::new, |c| c.peer_addr().to_string())
 }
 
 impl NameServer for Session {

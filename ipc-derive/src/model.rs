@@ -23,6 +23,8 @@ pub(crate) struct Method {
     /// The return type as written (`()` when omitted).
     pub(crate) returns: Type,
     pub(crate) output: Output,
+    /// How the value returned (for `Result<T, E>`: the `T`) is written.
+    pub(crate) returns_wire: Wire,
     /// `name(Arg,..)->Ret`, as compared between client and server.
     pub(crate) signature: String,
     /// Marked `#[idempotent]`: the client may retry it after a lost connection.
@@ -52,6 +54,20 @@ pub(crate) fn strip_method_attributes(item: &mut ItemTrait) {
 pub(crate) struct Arg {
     pub(crate) ident: Ident,
     pub(crate) ty: Type,
+    pub(crate) wire: Wire,
+}
+
+/// How a value is written by the generated code. Byte vectors are wrapped so
+/// that they are encoded as one block instead of byte by byte; the bytes on
+/// the wire are the same either way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    /// Through the type's own serde impls.
+    Serde,
+    /// `Vec<u8>`, through `ByteVec`.
+    ByteVec,
+    /// `Option<Vec<u8>>`, through `OptByteVec`.
+    OptByteVec,
 }
 
 /// What the method returns, which decides the proxy's error type and how

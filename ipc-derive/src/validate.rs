@@ -10,7 +10,7 @@ use syn::{
     TraitItemFn, Type,
 };
 
-use crate::model::{Arg, Method, Output, Trait};
+use crate::model::{Arg, Method, Output, Trait, Wire};
 
 const METHOD_FORM: &str = "`#[expose]` methods must be `async fn name(&self, arg: Type, ..) -> T`";
 
@@ -244,6 +244,7 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         }
         args.push(Arg {
             ident,
+            wire: wire_form(&pt.ty),
             ty: (*pt.ty).clone(),
         });
     }
@@ -281,7 +282,13 @@ fn method(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     );
     let object_args = args.iter().any(|a| mention(&a.ty, "Remote").is_some());
     let object_return = mention(&returns, "Remote").is_some();
+    let returns_wire = match &output {
+        Output::Value => wire_form(&returns),
+        Output::Fallible { ok, .. } => wire_form(ok),
+        Output::Stream | Output::FallibleStream { .. } => Wire::Serde,
+    };
     Some(Method {
+        returns_wire,
         idempotent,
         oneway,
         object_args,
@@ -436,6 +443,56 @@ fn output_of(returns: &Type, errors: &mut Errors) -> Output {
                 None => Output::Value,
             }
         }
+    }
+}
+
+/// Recognises `Vec<u8>` and `Option<Vec<u8>>` as written (bare, or through
+/// `std`/`alloc`/`core` paths). An alias is not seen through: it keeps serde's
+/// element-by-element encoding, which puts the same bytes on the wire.
+fn wire_form(ty: &Type) -> Wire {
+    if is_byte_vec(ty) {
+        return Wire::ByteVec;
+    }
+    match single_argument(ty, "Option", "option") {
+        Some(inner) if is_byte_vec(inner) => Wire::OptByteVec,
+        _ => Wire::Serde,
+    }
+}
+
+fn is_byte_vec(ty: &Type) -> bool {
+    matches!(
+        single_argument(ty, "Vec", "vec"),
+        Some(Type::Path(p)) if p.qself.is_none() && p.path.is_ident("u8")
+    )
+}
+
+/// `Name<T>` → `T`, when the path is `Name` or `{std,alloc,core}::module::Name`.
+fn single_argument<'a>(ty: &'a Type, name: &str, module: &str) -> Option<&'a Type> {
+    let Type::Path(p) = ty else { return None };
+    if p.qself.is_some() {
+        return None;
+    }
+    let segments: Vec<_> = p.path.segments.iter().collect();
+    let (last, prefix) = segments.split_last()?;
+    let prefix_ok = match prefix {
+        [] => p.path.leading_colon.is_none(),
+        [root, m] => {
+            ["std", "alloc", "core"].iter().any(|r| root.ident == r)
+                && m.ident == module
+                && root.arguments.is_none()
+                && m.arguments.is_none()
+        }
+        _ => false,
+    };
+    if !prefix_ok || last.ident != name {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first() {
+        Some(GenericArgument::Type(t)) if args.args.len() == 1 => Some(t),
+        _ => None,
     }
 }
 

@@ -438,6 +438,30 @@ fn demo_runs_to_completion_showing_the_typed_errors() {
     assert!(out.stdout.contains("stopped gracefully"), "{}", out.stdout);
 }
 
+/// The demo is the first thing anyone runs: its output is the same every
+/// time (but for the port the server got).
+#[test]
+fn demo_output_is_the_same_from_run_to_run() {
+    let without_port = |stdout: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|w| if w.contains("127.0.0.1:") { "ADDR" } else { w })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    let first = run("demo", env!("CARGO_BIN_EXE_demo"), &[]);
+    assert!(first.status.success(), "{}", first.stderr);
+    for _ in 0..3 {
+        let again = run("demo", env!("CARGO_BIN_EXE_demo"), &[]);
+        assert!(again.status.success(), "{}", again.stderr);
+        assert_eq!(without_port(&first.stdout), without_port(&again.stdout));
+    }
+}
+
 fn chat(args: &[&str]) -> Running {
     Running::spawn_with("chat", env!("CARGO_BIN_EXE_chat"), args, true)
 }

@@ -61,17 +61,19 @@ fn quick_start(readme: &str) -> Result<QuickStart, String> {
     let manifest = match blocks.next() {
         Some((fence, body)) if fence == DEPENDENCIES_FENCE => body,
         found => {
-            let found = found.map_or("none".to_owned(), |(fence, _)| format!("`{fence}` first"));
+            let found = found.map_or("none".to_owned(), |(fence, _)| {
+                format!("a {fence} block first")
+            });
             return Err(format!(
                 "the first code block under `{HEADING}` in README.md must be a \
-                 `{DEPENDENCIES_FENCE}` block with the `[dependencies]` a new crate needs; \
+                 {DEPENDENCIES_FENCE} block with the `[dependencies]` a new crate needs; \
                  found {found}"
             ));
         }
     };
     if !manifest.lines().any(|l| l.trim() == "[dependencies]") {
         return Err(format!(
-            "the `{DEPENDENCIES_FENCE}` block under `{HEADING}` in README.md has no \
+            "the {DEPENDENCIES_FENCE} block under `{HEADING}` in README.md has no \
              `[dependencies]` line"
         ));
     }
@@ -80,7 +82,7 @@ fn quick_start(readme: &str) -> Result<QuickStart, String> {
         .map(|(_, body)| body)
         .ok_or_else(|| {
             format!(
-                "no `{CODE_FENCE}` block follows the `{DEPENDENCIES_FENCE}` block under \
+                "no {CODE_FENCE} block follows the {DEPENDENCIES_FENCE} block under \
                  `{HEADING}` in README.md"
             )
         })?;
@@ -107,7 +109,7 @@ fn fenced_blocks(lines: &[&str]) -> Result<Vec<(String, String)>, String> {
     }
     match open {
         Some((fence, _)) => Err(format!(
-            "a `{fence}` block under `{HEADING}` in README.md is never closed"
+            "a {fence} block under `{HEADING}` in README.md is never closed"
         )),
         None => Ok(blocks),
     }
@@ -124,7 +126,7 @@ fn with_local_ipc_core(manifest: &str, ipc_core_dir: &Path) -> Result<String, St
         1 => {}
         n => {
             return Err(format!(
-                "the `{DEPENDENCIES_FENCE}` block under `{HEADING}` in README.md must have \
+                "the {DEPENDENCIES_FENCE} block under `{HEADING}` in README.md must have \
                  exactly one `ipc-core = ...` line; it has {n}"
             ));
         }
@@ -290,8 +292,8 @@ fn the_readme_quick_start_builds_from_its_dependencies_block_and_runs() {
 fn a_missing_dependencies_block_is_reported_by_name() {
     let readme = "# x\n\n## Quick start\n\nSome text.\n\n```rust\nfn main() {}\n```\n\n## Next\n";
     let err = quick_start(readme).expect_err("no toml block");
-    assert!(err.contains("must be a ````toml` block"), "{err}");
-    assert!(err.ends_with("found ````rust` first"), "{err}");
+    assert!(err.contains("must be a ```toml block"), "{err}");
+    assert!(err.ends_with("found a ```rust block first"), "{err}");
 
     let err = quick_start("# x\n\n## Quick start done\n").expect_err("no heading");
     assert!(err.contains("no `## Quick start` heading"), "{err}");

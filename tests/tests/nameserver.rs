@@ -52,13 +52,18 @@ async fn a_registered_name_locates_a_working_proxy() {
 }
 
 #[tokio::test]
-async fn locating_an_unregistered_name_is_an_unknown_object_error() {
+async fn locating_an_unregistered_name_says_there_is_no_such_registration() {
     within(10, async {
         let names = start_name_server().await;
         let client = connect(&names).await;
         match nameserver::locate::<CalculatorProxy>(&client, "nobody.here").await {
-            Err(Error::UnknownObject { name }) => assert_eq!(name, "nobody.here"),
-            other => panic!("expected UnknownObject, got {other:?}"),
+            Err(e @ Error::NotRegistered { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "the name server has no registration named `nobody.here`"
+                );
+            }
+            other => panic!("expected NotRegistered, got {other:?}"),
         }
         names.stop().await;
     })

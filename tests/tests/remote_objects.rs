@@ -251,7 +251,7 @@ impl WhoAmI for WhoAmIImpl {
     async fn context(&self) -> (String, u64, String, u64) {
         let ctx = CallContext::current().expect("inside a handler");
         (
-            ctx.peer_addr().to_owned(),
+            ctx.peer_addr().to_string(),
             ctx.connection_id(),
             ctx.object_name().to_owned(),
             ctx.request_id(),
@@ -268,14 +268,14 @@ async fn handler_sees_the_callers_address_connection_object_and_request() {
         let p1: WhoAmIProxy = first.get_exposed_object_named("me").await.unwrap();
         let p2: WhoAmIProxy = second.get_exposed_object_named("me").await.unwrap();
         let (peer, conn1, object, id1) = p1.context().await.unwrap();
-        assert_eq!(peer, first.local_addr());
+        assert_eq!(peer, first.local_addr().to_string());
         assert_eq!(object, "me");
         let (_, conn1_again, _, id2) = p1.context().await.unwrap();
         assert_eq!(conn1, conn1_again);
         assert!(id2 > id1);
         let (peer2, conn2, _, _) = p2.context().await.unwrap();
         assert_ne!(conn1, conn2);
-        assert_eq!(peer2, second.local_addr());
+        assert_eq!(peer2, second.local_addr().to_string());
         assert!(CallContext::current().is_none());
         server.stop().await;
     })

@@ -2,15 +2,24 @@
 //! scenario for every column in one process.
 //!
 //! ```sh
-//! cargo run --release -p benches --bin compare            # full run, ~2 min
-//! cargo run --release -p benches --bin compare -- --quick # under 90 s
-//! # one scenario / some columns (e.g. to profile):
-//! cargo run --release -p benches --bin compare -- --only b --columns ipc
+//! cargo run --release -p benches --bin compare            # full run, under 5 min
+//! cargo run --release -p benches --bin compare -- --quick # under 2 min
+//! # some scenarios / some columns (e.g. to profile):
+//! cargo run --release -p benches --bin compare -- --only b,h --columns raw,ipc
 //! ```
 //!
+//! (times on the 2-vCPU development VM). `--only` takes the letters below:
+//! `g` is measured with `b`, `d'` and `d''` with `d`, `e'` and `e''` with
+//! `e`, `h2` with `h`.
+//!
 //! Columns ([`benches::columns`]): `raw` (hand-written `LengthDelimitedCodec`
-//! exchange, the ceiling), `tarpc` (0.38, bincode over TCP), `ipc` (TCP), and
-//! `ipc-unix` once `ipc_core::Address` has a Unix variant (skipped until then).
+//! exchange, the ceiling), `tarpc` (0.38, bincode over TCP), `ipc` (TCP),
+//! `ipc-unix` (a Unix socket, where `ipc_core::Address` has that variant),
+//! and `ipc-tls`: `ipc` over `tls://` (TCP, TLS 1.3 with `rustls` + `ring`)
+//! with a CA and server certificate made at run time ([`benches::pki`]),
+//! run for (b), (d) at 1 MiB and (e), (e') only. A cell a column cannot fill
+//! (tarpc has no server push; callbacks are `ipc`'s alone; `ipc-tls` outside
+//! its rows) shows "—".
 //!
 //! Arrangement, the same for every column: for each (scenario, column) a fresh
 //! pair of runtimes, servers on one and clients on the other, each
@@ -24,7 +33,8 @@
 //!   back to back; each call timed with `Instant`; p50/p99 µs. The whole
 //!   process (every thread, via `sched_setaffinity` on each entry of
 //!   `/proc/self/task`; the runtimes are built after, so their threads inherit
-//!   it) is pinned to one core for this scenario only, then restored.
+//!   it) is pinned to one core for this scenario (and (i)) only, then
+//!   restored.
 //! - **(b) pipelined**: one connection, 64 tasks each calling `add` back to
 //!   back (closed loop, 64 calls in flight); calls/s over the measuring
 //!   window after a warm-up.
@@ -36,9 +46,32 @@
 //! - **(d) throughput**: one connection, one task calling `echo` with 64 KiB,
 //!   then 1 MiB, back to back; MiB/s counts the payload once per call (the
 //!   request's; the reply carries as much again).
-//! - **(e) cold start**: a new connection made ready (for `ipc`: connect +
-//!   handshake + `get_exposed_object`) and one `add`, timed together, then
-//!   closed; p50 µs over many (after 3 unmeasured ones).
+//! - **(d') `Vec<u8>` echo**: as (d), in the same run on the same
+//!   connection, with `ipc`'s `echo_vec`, declared `Vec<u8>` in the trait
+//!   instead of `ipc_core::Bytes` (what serde does with a plain `Vec<u8>`).
+//!   `ipc` columns only: the raw and tarpc cells repeat their (d) figures
+//!   (raw has no serde; tarpc's `echo` already takes `Vec<u8>`).
+//! - **(d'') bytes inside a user struct**: as (d) at 1 MiB, in the same run
+//!   on the same connection, with `Bench::echo_blob` (a struct
+//!   `Blob { data: Vec<u8> }`, which serde moves one `u8` at a time) and
+//!   `Bench::echo_byte_blob` (the same field marked
+//!   `#[serde(with = "serde_bytes")]`), each over half of (d)'s warm-up and
+//!   measuring windows. `ipc` and `ipc-unix` only.
+//! - **(e) cold start, checked**: a new connection made ready the checked
+//!   way (for `ipc`: `connect`, which waits for the handshake, then
+//!   `get_exposed_object`, which waits for the lookup) and one `add`, timed
+//!   together, then closed; p50 µs over many (after 3 unmeasured ones).
+//! - **(e') cold start, pipelined** (`ipc` columns): as (e) with
+//!   `Client::builder().addr(..).connect_lazy()` (the hello goes out, nothing
+//!   is awaited past TCP, and TLS for `ipc-tls`) and `client.proxy()` (the
+//!   lookup goes out with the first call): hello, lookup and `add` share one
+//!   round trip. The raw and tarpc cells repeat (e): they have no other way
+//!   in. (e) and (e') alternate connection by connection on the same server.
+//! - **(e'') cold start with a shared key** (`ipc`, `ipc-unix`): (e')'s code
+//!   against a second server that requires a shared key (`auth_key` on both
+//!   builders), alternating with (e) and (e'). With a key `connect_lazy`
+//!   waits for the authentication (no request may precede it), so this is
+//!   the price of the key at connect.
 //! - **(f) server memory per idle connection**: the column's server runs
 //!   alone in a child process (this binary, `--mem-server COLUMN`, same
 //!   one-worker runtime), so the client side's memory is not in the figure.
@@ -51,14 +84,53 @@
 //!   reuse, nor allocated but never touched buffers. So the figure is the
 //!   user-space memory an idle connection really occupies, possibly a
 //!   little under it. Target for `ipc`: ≤ 16 KiB.
+//! - **(h) server stream**: one consumer reads a stream of 100,000 `u64`
+//!   (warm-up), then two of 1,000,000, on the same connection, checking
+//!   that each item is the next number; items/s = 1,000,000 ÷ the time from
+//!   asking for the stream to its end, the faster of the two (a stream
+//!   takes well under a second, so one busy moment of the host skews it). `ipc`: `Bench::count` returning
+//!   `Streaming::iter(0..n)`, default client window (256 KiB). `raw`
+//!   ([`benches::raw::RawStream`]): a connection of its own; a tiny request
+//!   frame starts it; the server's read task makes one length-delimited
+//!   frame per item (request id + item) into a bounded queue that the same
+//!   coalescing writer as the raw calls drains; the end is a frame with the
+//!   id alone. No tarpc: it has no server push. Target: ipc ≥ 0.7× raw.
+//! - **(h2) server memory held by a stalled stream** (`ipc` columns): on a
+//!   second connection to the (h) server, the client opens `Bench::endless`
+//!   (`0, 1, 2, …`, every item the server takes counted) with the default
+//!   window, 256 KiB, and reads nothing. Every 10 ms the harness reads the
+//!   producer's item counter and `ServerStats::buffered_bytes` (reply and
+//!   item bytes queued and not yet written); once both have stayed the same
+//!   for 250 ms the producer has stopped (giving up, as a failure, after
+//!   10 s), and the row is `buffered_bytes` then. The items made are shown
+//!   under the table. Items the server has written sit in socket buffers
+//!   and in the client's window, not in this figure. Target: ≤ window +
+//!   16 KiB.
+//! - **(i) callback round trip** (`ipc` columns): pinned to one core like
+//!   (a), one connection. First a plain call's p50: `add` back to back, as
+//!   in (a). Then one call of `Bench::ping_back` with a callback the client
+//!   serves (`Remote<PongProxy>`, passed once); the server's handler calls
+//!   `cb.pong(i, 1)` (the same arguments and reply as `add`) back to back
+//!   and times each call with `Instant` itself, returning the times; p50 of
+//!   those. So both figures are a caller's round trip, `add` client →
+//!   server → client and `pong` server → client → server, with no export or
+//!   release of the callback inside either. Each half runs for half of
+//!   (a)'s warm-up and measuring windows. The ratio row is callback ÷
+//!   plain, median of the rounds' own ratios. Target: ≤ 1.2.
 //!
 //! Ratios are ipc/raw and ipc/tarpc of the medians; for throughput higher is
 //! better, for latency, CPU and memory lower is better. The last line printed
 //! is the machine-readable summary:
-//! `summary pipelined_vs_tarpc=A pipelined_vs_raw=B many_conns_vs_tarpc=C mib_vs_raw=D seq_p50_vs_raw=E`
+//! `summary pipelined_vs_tarpc=A pipelined_vs_raw=B many_conns_vs_tarpc=C mib_vs_raw=D seq_p50_vs_raw=E stream_vs_raw=F callback_vs_call=G vec_vs_bytes=H first_call_vs_raw=I first_call_checked_vs_raw=J tls_pipelined_vs_plain=K tls_mib_vs_plain=L key_connect_vs_plain=M`
 //! where A, B and C are ratios of calls/s in (b), (b) and (c), D is the
-//! geometric mean of ipc/raw MiB/s at 64 KiB and 1 MiB in (d), and E is ipc/raw
-//! of the p50 in (a) (above 1: ipc is slower).
+//! geometric mean of ipc/raw MiB/s at 64 KiB and 1 MiB in (d), E is ipc/raw
+//! of the p50 in (a) (above 1: ipc is slower), F is ipc/raw items/s in (h),
+//! G is (i)'s callback ÷ plain p50 for ipc (above 1: callbacks are slower),
+//! H is the lower of ipc's (d') ÷ (d) MiB/s at 64 KiB and at 1 MiB, I and J
+//! are ipc/raw of the p50 in (e') and (e), K and L are `ipc-tls` ÷ `ipc` of
+//! (b)'s calls/s and (d)'s 1 MiB MiB/s, and M is ipc's (e'') ÷ (e') p50
+//! (above 1: the key costs at connect). A key whose scenario did not run is
+//! `nan`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -73,7 +145,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use benches::columns::{BoxError, Column, Conn, Runtimes, Target, one_worker, start_server};
+use benches::columns::{
+    BoxError, Column, Conn, IpcTarget, RunningServer, Runtimes, StreamConn, Target, one_worker,
+    start_server, start_server_with_key,
+};
+use benches::{Blob, ByteBlob, PongImpl, PongServer};
+use ipc_core::{AuthKey, Remote};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::time::{ClockId, clock_gettime};
@@ -92,6 +169,31 @@ const ECHO_LARGE: usize = 1024 * 1024;
 /// Idle connections opened in (f), and warm-up connections before them.
 const IDLE_CONNS: usize = 1000;
 const IDLE_WARM: usize = 10;
+/// Items of the measured stream in (h), and of the warm-up stream before it.
+const STREAM_ITEMS: u64 = 1_000_000;
+const STREAM_WARM: u64 = 100_000;
+/// Measured streams per round in (h); the fastest counts (one stream takes
+/// well under a second, so a busy neighbour skews a single one).
+const STREAM_TRIES: usize = 2;
+/// The client's default `stream_window` (bytes of item frames), as
+/// documented; (h2) uses the default and checks against this.
+const DEFAULT_STREAM_WINDOW: usize = 256 * 1024;
+/// What (h2) allows a stalled stream to hold beyond the window.
+const HELD_SLACK: usize = 16 * 1024;
+/// (h2): how often the server's counters are read, how long they must stay
+/// unchanged to count as stopped, and how long to wait at most.
+const HELD_POLL: Duration = Duration::from_millis(10);
+const HELD_STABLE: Duration = Duration::from_millis(250);
+const HELD_GIVE_UP: Duration = Duration::from_secs(10);
+/// The shared key of (e''): any 16+ bytes do, both ends know it.
+const BENCH_KEY: &[u8] = b"ipc bench shared key (not secret)";
+/// Targets printed under the table.
+const STREAM_TARGET: f64 = 0.7;
+const CALLBACK_TARGET: f64 = 1.2;
+/// (d'), (d'') with `serde_bytes`: ipc ÷ ipc's own (d) at the same size.
+const BLOCK_TARGET: f64 = 0.9;
+/// (e'): ipc ÷ raw p50 of connect + first call.
+const FIRST_CALL_TARGET: f64 = 1.5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Scenario {
@@ -101,19 +203,32 @@ enum Scenario {
     D,
     E,
     F,
+    H,
+    I,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [Self::A, Self::B, Self::C, Self::D, Self::E, Self::F];
+    const ALL: [Scenario; 8] = [
+        Self::A,
+        Self::B,
+        Self::C,
+        Self::D,
+        Self::E,
+        Self::F,
+        Self::H,
+        Self::I,
+    ];
 
     fn from_letter(s: &str) -> Option<Self> {
         Some(match s {
             "a" => Self::A,
             "b" | "g" => Self::B,
             "c" => Self::C,
-            "d" => Self::D,
-            "e" => Self::E,
+            "d" | "d'" | "d''" => Self::D,
+            "e" | "e'" | "e''" => Self::E,
             "f" => Self::F,
+            "h" | "h2" => Self::H,
+            "i" => Self::I,
             _ => return None,
         })
     }
@@ -130,12 +245,26 @@ enum Metric {
     ManyCpu,
     EchoSmall,
     EchoLarge,
+    EchoVecSmall,
+    EchoVecLarge,
+    EchoBlob,
+    EchoByteBlob,
     ColdP50,
+    ColdLazyP50,
+    ColdKeyP50,
     MemPerConn,
+    StreamItems,
+    StreamHeld,
+    /// Not a row: items the (h2) producer made before it stopped, shown
+    /// under the table.
+    StreamTaken,
+    CallbackP50,
+    CallbackPlainP50,
+    CallbackRatio,
 }
 
 impl Metric {
-    const ALL: [Metric; 10] = [
+    const ALL: [Metric; 21] = [
         Self::SeqP50,
         Self::SeqP99,
         Self::PipeCalls,
@@ -144,8 +273,19 @@ impl Metric {
         Self::ManyCpu,
         Self::EchoSmall,
         Self::EchoLarge,
+        Self::EchoVecSmall,
+        Self::EchoVecLarge,
+        Self::EchoBlob,
+        Self::EchoByteBlob,
         Self::ColdP50,
+        Self::ColdLazyP50,
+        Self::ColdKeyP50,
         Self::MemPerConn,
+        Self::StreamItems,
+        Self::StreamHeld,
+        Self::CallbackP50,
+        Self::CallbackPlainP50,
+        Self::CallbackRatio,
     ];
 
     /// (scenario, unit)
@@ -159,19 +299,61 @@ impl Metric {
             Self::ManyCpu => ("(c) CPU per call", "CPU µs/call"),
             Self::EchoSmall => ("(d) echo 64 KiB, 1 in flight", "MiB/s"),
             Self::EchoLarge => ("(d) echo 1 MiB, 1 in flight", "MiB/s"),
-            Self::ColdP50 => ("(e) connect + first call", "p50 µs"),
+            Self::EchoVecSmall => ("(d') echo 64 KiB as `Vec<u8>`", "MiB/s"),
+            Self::EchoVecLarge => ("(d') echo 1 MiB as `Vec<u8>`", "MiB/s"),
+            Self::EchoBlob => ("(d'') echo 1 MiB in `Blob { data: Vec<u8> }`", "MiB/s"),
+            Self::EchoByteBlob => ("(d'') the same with `serde_bytes`", "MiB/s"),
+            Self::ColdP50 => ("(e) connect + lookup + first call, checked", "p50 µs"),
+            Self::ColdLazyP50 => ("(e') connect + first call, pipelined", "p50 µs"),
+            Self::ColdKeyP50 => ("(e'') (e') with a shared key", "p50 µs"),
             Self::MemPerConn => ("(f) server memory per idle conn (1,000)", "KiB"),
+            Self::StreamItems => ("(h) server stream of 1,000,000 `u64`", "items/s"),
+            Self::StreamHeld => (
+                "(h2) server memory held by a stalled stream (window 256 KiB)",
+                "bytes",
+            ),
+            Self::StreamTaken => ("(h2) items made before the producer stopped", "items"),
+            Self::CallbackP50 => ("(i) callback server→client→server, 1 core", "p50 µs"),
+            Self::CallbackPlainP50 => ("(i) plain `add` in the same run", "p50 µs"),
+            Self::CallbackRatio => ("(i) callback ÷ plain call", "ratio"),
         }
     }
 
     fn format(self, v: f64) -> String {
         match self {
-            Self::PipeCalls | Self::ManyCalls | Self::EchoSmall | Self::EchoLarge => {
-                format!("{v:.0}")
-            }
-            Self::SeqP50 | Self::SeqP99 | Self::ColdP50 => format!("{v:.1}"),
-            Self::PipeCpu | Self::ManyCpu => format!("{v:.2}"),
+            Self::PipeCalls
+            | Self::ManyCalls
+            | Self::EchoSmall
+            | Self::EchoLarge
+            | Self::EchoVecSmall
+            | Self::EchoVecLarge
+            | Self::EchoBlob
+            | Self::EchoByteBlob
+            | Self::StreamItems
+            | Self::StreamHeld
+            | Self::StreamTaken => format!("{v:.0}"),
+            Self::SeqP50
+            | Self::SeqP99
+            | Self::ColdP50
+            | Self::ColdLazyP50
+            | Self::ColdKeyP50
+            | Self::CallbackP50
+            | Self::CallbackPlainP50 => format!("{v:.1}"),
+            Self::PipeCpu | Self::ManyCpu | Self::CallbackRatio => format!("{v:.2}"),
             Self::MemPerConn => format!("{v:.1}"),
+        }
+    }
+
+    /// The metric whose figures fill this row's `column` cell: the (d')
+    /// rows repeat (d) for raw (no serde there) and tarpc (whose `echo`
+    /// already takes a `Vec<u8>`); (e') repeats (e) for them (no other way
+    /// in).
+    fn source(self, column: Column) -> Metric {
+        match (self, column) {
+            (Self::EchoVecSmall, Column::Raw | Column::Tarpc) => Self::EchoSmall,
+            (Self::EchoVecLarge, Column::Raw | Column::Tarpc) => Self::EchoLarge,
+            (Self::ColdLazyP50, Column::Raw | Column::Tarpc) => Self::ColdP50,
+            _ => self,
         }
     }
 }
@@ -208,7 +390,7 @@ fn main() {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: compare [--quick] [--rounds N] [--only a,b,..] [--columns raw,tarpc,ipc,ipc-unix]"
+                "{e}\nusage: compare [--quick] [--rounds N] [--only a,b,c,d,e,f,h,i] [--columns raw,tarpc,ipc,ipc-unix,ipc-tls]"
             );
             std::process::exit(2);
         }
@@ -278,6 +460,9 @@ fn run_all(s: &Settings) -> Results {
         for &scenario in &s.scenarios {
             for &column in &order {
                 match run_scenario(scenario, column, s) {
+                    Ok(metrics) if metrics.is_empty() => {
+                        eprintln!("  {scenario:?} {:<8} — (not applicable)", column.name());
+                    }
                     Ok(metrics) => {
                         let shown: Vec<String> = metrics
                             .iter()
@@ -302,6 +487,12 @@ fn run_scenario(
     s: &Settings,
 ) -> Result<Vec<(Metric, f64)>, BoxError> {
     match scenario {
+        // The TLS column has its rows in (b), (d) and (e) only.
+        Scenario::A | Scenario::C | Scenario::F | Scenario::H | Scenario::I
+            if column == Column::IpcTls =>
+        {
+            Ok(Vec::new())
+        }
         Scenario::A => sequential_latency(column, s),
         Scenario::B => {
             let (calls, cpu) = closed_loop(column, s, 1, PIPELINE)?;
@@ -314,18 +505,29 @@ fn run_scenario(
         Scenario::D => echo_throughput(column, s),
         Scenario::E => cold_start(column, s),
         Scenario::F => Ok(vec![(Metric::MemPerConn, server_memory(column)?)]),
+        // tarpc has no server push.
+        Scenario::H if column == Column::Tarpc => Ok(Vec::new()),
+        Scenario::H => server_stream(column),
+        // Callbacks are `ipc`'s alone.
+        Scenario::I if !is_ipc(column) => Ok(Vec::new()),
+        Scenario::I => callback_latency(column, s),
     }
+}
+
+/// The plain `ipc` columns (not `ipc-tls`, which has only a few rows).
+fn is_ipc(column: Column) -> bool {
+    matches!(column, Column::Ipc | Column::IpcUnix)
 }
 
 /// Starts `column`'s server on a fresh pair of runtimes, runs `f` with them,
 /// then drops the client runtime and the server runtime (ending every task).
 fn with_server<T>(
     column: Column,
-    f: impl FnOnce(&Runtimes, &Target) -> Result<T, BoxError>,
+    f: impl FnOnce(&Runtimes, &RunningServer) -> Result<T, BoxError>,
 ) -> Result<T, BoxError> {
     let rts = Runtimes::new()?;
     let server = rts.server.block_on(start_server(column))?;
-    let out = f(&rts, &server.target);
+    let out = f(&rts, &server);
     let Runtimes {
         server: srt,
         client,
@@ -360,6 +562,51 @@ fn check_add(got: u64, a: u64, b: u64) -> Result<(), BoxError> {
 // --- (a) ---------------------------------------------------------------
 
 fn sequential_latency(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, BoxError> {
+    let (warmup, measure) = (s.warmup, s.measure);
+    on_one_core(|| {
+        with_server(column, |rts, server| {
+            rts.client.block_on(async move {
+                let conn = Conn::connect(column, &server.target).await?;
+                let spawned = tokio::spawn(add_latencies(conn, warmup, measure));
+                let lat = spawned.await??;
+                Ok(vec![
+                    (Metric::SeqP50, quantile(&lat, 0.50)),
+                    (Metric::SeqP99, quantile(&lat, 0.99)),
+                ])
+            })
+        })
+    })
+}
+
+/// Calls `add` back to back for `warmup`, then for `measure`, timing each
+/// call of the second part; the times in µs, sorted.
+async fn add_latencies(
+    conn: Conn,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<Vec<f64>, BoxError> {
+    let mut lat = Vec::with_capacity(1 << 16);
+    let start = Instant::now();
+    let mut i = 0u64;
+    while start.elapsed() < warmup {
+        check_add(conn.add(i, 1).await?, i, 1)?;
+        i += 1;
+    }
+    let start = Instant::now();
+    while start.elapsed() < measure {
+        let t = Instant::now();
+        let got = conn.add(i, 1).await?;
+        lat.push(micros(t.elapsed()));
+        check_add(got, i, 1)?;
+        i += 1;
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
+}
+
+/// Runs `f` with the whole process pinned to one core (the first of its
+/// affinity mask; runtimes built inside inherit it), then restores the mask.
+fn on_one_core<T>(f: impl FnOnce() -> Result<T, BoxError>) -> Result<T, BoxError> {
     let original = sched_getaffinity(Pid::from_raw(0))?;
     let core = (0..CpuSet::count())
         .find(|&c| original.is_set(c).unwrap_or(false))
@@ -367,36 +614,7 @@ fn sequential_latency(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>
     let mut one = CpuSet::new();
     one.set(core)?;
     set_process_affinity(&one)?;
-    let (warmup, measure) = (s.warmup, s.measure);
-    let result = with_server(column, |rts, target| {
-        rts.client.block_on(async move {
-            let conn = Conn::connect(column, target).await?;
-            let spawned = tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(1 << 16);
-                let start = Instant::now();
-                let mut i = 0u64;
-                while start.elapsed() < warmup {
-                    check_add(conn.add(i, 1).await?, i, 1)?;
-                    i += 1;
-                }
-                let start = Instant::now();
-                while start.elapsed() < measure {
-                    let t = Instant::now();
-                    let got = conn.add(i, 1).await?;
-                    lat.push(micros(t.elapsed()));
-                    check_add(got, i, 1)?;
-                    i += 1;
-                }
-                Ok::<_, BoxError>(lat)
-            });
-            let mut lat = spawned.await??;
-            lat.sort_by(f64::total_cmp);
-            Ok(vec![
-                (Metric::SeqP50, quantile(&lat, 0.50)),
-                (Metric::SeqP99, quantile(&lat, 0.99)),
-            ])
-        })
-    });
+    let result = f();
     set_process_affinity(&original)?;
     result
 }
@@ -424,7 +642,8 @@ fn closed_loop(
     per_conn: usize,
 ) -> Result<(f64, f64), BoxError> {
     let (warmup, measure) = (s.warmup, s.measure);
-    with_server(column, |rts, target| {
+    with_server(column, |rts, server| {
+        let target = &server.target;
         rts.client.block_on(async move {
             let stop = Arc::new(AtomicBool::new(false));
             let count = Arc::new(AtomicU64::new(0));
@@ -473,26 +692,67 @@ fn cpu_time() -> Result<Duration, BoxError> {
     ))
 }
 
-// --- (d) -----------------------------------------------------------------
+// --- (d), (d'), (d'') -----------------------------------------------------
 
+/// How a (d) run sends its payload.
+#[derive(Debug, Clone, Copy)]
+enum Payload {
+    /// `Conn::echo`: `ipc_core::Bytes` for `ipc`, the column's own for the
+    /// others.
+    Bytes,
+    /// `Bench::echo_vec`: a `Vec<u8>` argument.
+    Vec,
+    /// `Bench::echo_blob`: a `Vec<u8>` field of a user struct.
+    Blob,
+    /// `Bench::echo_byte_blob`: the same field with `serde_bytes`.
+    ByteBlob,
+}
+
+/// (d) for every column (1 MiB only for `ipc-tls`), then (d') and (d'')
+/// for the `ipc` columns: the same loop with another method.
 fn echo_throughput(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, BoxError> {
     let (warmup, measure) = (s.warmup, s.measure);
-    with_server(column, |rts, target| {
+    with_server(column, |rts, server| {
         rts.client.block_on(async move {
-            let conn = Conn::connect(column, target).await?;
+            let conn = Conn::connect(column, &server.target).await?;
             let spawned = tokio::spawn(async move {
+                let mut runs = Vec::new();
+                if column != Column::IpcTls {
+                    runs.push((Metric::EchoSmall, ECHO_SMALL, Payload::Bytes));
+                }
+                runs.push((Metric::EchoLarge, ECHO_LARGE, Payload::Bytes));
+                if is_ipc(column) {
+                    runs.extend([
+                        (Metric::EchoVecSmall, ECHO_SMALL, Payload::Vec),
+                        (Metric::EchoVecLarge, ECHO_LARGE, Payload::Vec),
+                        (Metric::EchoBlob, ECHO_LARGE, Payload::Blob),
+                        (Metric::EchoByteBlob, ECHO_LARGE, Payload::ByteBlob),
+                    ]);
+                }
                 let mut out = Vec::new();
-                for (metric, size) in [
-                    (Metric::EchoSmall, ECHO_SMALL),
-                    (Metric::EchoLarge, ECHO_LARGE),
-                ] {
+                for (metric, size, how) in runs {
                     let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
                     let call = async |payload: &Vec<u8>| -> Result<(), BoxError> {
-                        let back = conn.echo(payload.clone()).await?;
+                        let data = payload.clone();
+                        let back = match (how, conn.ipc()) {
+                            (Payload::Bytes, _) => conn.echo(data).await?,
+                            (Payload::Vec, Some(p)) => p.echo_vec(data).await?,
+                            (Payload::Blob, Some(p)) => p.echo_blob(Blob { data }).await?.data,
+                            (Payload::ByteBlob, Some(p)) => {
+                                p.echo_byte_blob(ByteBlob { data }).await?.data
+                            }
+                            (_, None) => return Err("an ipc payload on another column".into()),
+                        };
                         if back.len() != size || back[size - 1] != payload[size - 1] {
                             return Err("echo returned other bytes".into());
                         }
                         Ok(())
+                    };
+                    // (d'') gets half the windows: it is extra, and keeps
+                    // the full run within its time.
+                    let (warmup, measure) = match how {
+                        Payload::Blob | Payload::ByteBlob => (warmup / 2, measure / 2),
+                        Payload::Bytes | Payload::Vec => (warmup, measure),
                     };
                     let start = Instant::now();
                     while start.elapsed() < warmup {
@@ -513,31 +773,83 @@ fn echo_throughput(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, B
     })
 }
 
-// --- (e) -----------------------------------------------------------------
+// --- (e), (e'), (e'') --------------------------------------------------------
 
+/// One way into a server in (e): which row, how to connect, which server.
+#[derive(Debug, Clone)]
+struct ColdWay {
+    metric: Metric,
+    pipelined: bool,
+    target: Target,
+}
+
+/// (e) for every column; (e') for the `ipc` columns and `ipc-tls`; (e'')
+/// for the `ipc` columns, on a second server that requires a key. The ways
+/// alternate connection by connection, so a busy moment of the host falls
+/// on all of them alike.
 fn cold_start(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, BoxError> {
     let iters = s.cold_iters;
-    with_server(column, |rts, target| {
-        let target = target.clone();
-        rts.client.block_on(async move {
+    with_server(column, |rts, server| {
+        let mut ways = vec![ColdWay {
+            metric: Metric::ColdP50,
+            pipelined: false,
+            target: server.target.clone(),
+        }];
+        if is_ipc(column) || column == Column::IpcTls {
+            ways.push(ColdWay {
+                metric: Metric::ColdLazyP50,
+                pipelined: true,
+                target: server.target.clone(),
+            });
+        }
+        // The keyed server lives until the measuring is done (dropped below,
+        // before the server runtime).
+        let mut keyed = None;
+        if is_ipc(column) {
+            let key = AuthKey::new(BENCH_KEY)?;
+            let with_key = rts
+                .server
+                .block_on(start_server_with_key(column, Some(key)))?;
+            ways.push(ColdWay {
+                metric: Metric::ColdKeyP50,
+                pipelined: true,
+                target: with_key.target.clone(),
+            });
+            keyed = Some(with_key);
+        }
+        let out = rts.client.block_on(async move {
             let spawned = tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(iters);
+                let mut lat: Vec<Vec<f64>> = vec![Vec::with_capacity(iters); ways.len()];
                 for i in 0..iters + 3 {
-                    let t = Instant::now();
-                    let conn = Conn::connect(column, &target).await?;
-                    check_add(conn.add(1, 2).await?, 1, 2)?;
-                    let took = t.elapsed();
-                    drop(conn);
-                    if i >= 3 {
-                        lat.push(micros(took));
+                    for (way, lat) in ways.iter().zip(&mut lat) {
+                        let t = Instant::now();
+                        let conn = if way.pipelined {
+                            Conn::connect_pipelined(column, &way.target).await?
+                        } else {
+                            Conn::connect(column, &way.target).await?
+                        };
+                        check_add(conn.add(1, 2).await?, 1, 2)?;
+                        let took = t.elapsed();
+                        drop(conn);
+                        if i >= 3 {
+                            lat.push(micros(took));
+                        }
                     }
                 }
-                Ok::<_, BoxError>(lat)
+                let out: Vec<(Metric, f64)> = ways
+                    .iter()
+                    .zip(lat)
+                    .map(|(way, mut lat)| {
+                        lat.sort_by(f64::total_cmp);
+                        (way.metric, quantile(&lat, 0.50))
+                    })
+                    .collect();
+                Ok::<_, BoxError>(out)
             });
-            let mut lat = spawned.await??;
-            lat.sort_by(f64::total_cmp);
-            Ok(vec![(Metric::ColdP50, quantile(&lat, 0.50))])
-        })
+            spawned.await?
+        });
+        drop(keyed);
+        out
     })
 }
 
@@ -627,7 +939,8 @@ fn server_memory(column: Column) -> Result<f64, BoxError> {
     let shown = child.line("target")?;
     let target = match column {
         Column::Raw | Column::Tarpc => Target::Socket(shown.parse()?),
-        Column::Ipc | Column::IpcUnix => Target::Ipc(shown.parse()?),
+        Column::Ipc | Column::IpcUnix => Target::Ipc(IpcTarget::plain(shown.parse()?)),
+        Column::IpcTls => return Err("no memory figure for ipc-tls".into()),
     };
     let rt = one_worker("bench-client")?;
     let per_conn = rt.block_on(async {
@@ -671,6 +984,136 @@ fn raise_open_file_limit() {
     }
 }
 
+// --- (h), (h2) --------------------------------------------------------------
+
+/// (h): items/s of one stream of [`STREAM_ITEMS`] after a warm-up stream;
+/// for `ipc` columns also (h2).
+fn server_stream(column: Column) -> Result<Vec<(Metric, f64)>, BoxError> {
+    with_server(column, |rts, server| {
+        rts.client.block_on(async move {
+            let target = server.target.clone();
+            let spawned = tokio::spawn(async move {
+                let mut consumer = StreamConn::connect(column, &target).await?;
+                let expect = async |consumer: &mut StreamConn, n: u64| -> Result<(), BoxError> {
+                    let got = consumer.count(n).await?;
+                    if got == n {
+                        Ok(())
+                    } else {
+                        Err(format!("stream of {n} items ended after {got}").into())
+                    }
+                };
+                expect(&mut consumer, STREAM_WARM).await?;
+                let mut best = Duration::MAX;
+                for _ in 0..STREAM_TRIES {
+                    let t = Instant::now();
+                    expect(&mut consumer, STREAM_ITEMS).await?;
+                    best = best.min(t.elapsed());
+                }
+                Ok::<_, BoxError>(STREAM_ITEMS as f64 / best.as_secs_f64())
+            });
+            let mut out = vec![(Metric::StreamItems, spawned.await??)];
+            if is_ipc(column) {
+                let conn = Conn::connect(column, &server.target).await?;
+                let proxy = conn.ipc().ok_or("an ipc column without a proxy")?;
+                let (held, taken) = stalled_stream(proxy, server).await?;
+                out.push((Metric::StreamHeld, held));
+                out.push((Metric::StreamTaken, taken));
+            }
+            Ok(out)
+        })
+    })
+}
+
+/// (h2): opens an endless stream, reads nothing, waits until the server's
+/// producer stops (its item counter and `buffered_bytes` unchanged for
+/// [`HELD_STABLE`]); returns `buffered_bytes` then, and the items made.
+async fn stalled_stream(
+    proxy: &benches::BenchProxy,
+    server: &RunningServer,
+) -> Result<(f64, f64), BoxError> {
+    let read = || -> Result<(u64, usize, usize), BoxError> {
+        let stats = server.ipc_stats().ok_or("no server stats")?;
+        let produced = server.ipc_produced().ok_or("no producer counter")?;
+        Ok((produced, stats.buffered_bytes, stats.streams))
+    };
+    let (before, _, _) = read()?;
+    let stream = proxy.endless().await?;
+    let start = Instant::now();
+    let mut last = read()?;
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(HELD_POLL).await;
+        let now = read()?;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if now.0 > before && since.elapsed() >= HELD_STABLE {
+            break;
+        }
+        if start.elapsed() > HELD_GIVE_UP {
+            return Err(format!(
+                "producer still running after {HELD_GIVE_UP:?}: {} items taken, {} bytes buffered",
+                now.0 - before,
+                now.1
+            )
+            .into());
+        }
+    }
+    let (produced, buffered, streams) = last;
+    if streams != 1 {
+        eprintln!("    (h2) warning: the server counts {streams} streams, expected 1");
+    }
+    drop(stream);
+    // Dropping the stream should end the producer on the server.
+    let start = Instant::now();
+    while read()?.2 != 0 {
+        if start.elapsed() > Duration::from_secs(2) {
+            eprintln!(
+                "    (h2) warning: the server still counts a stream 2 s after the consumer dropped it"
+            );
+            break;
+        }
+        tokio::time::sleep(HELD_POLL).await;
+    }
+    Ok((buffered as f64, (produced - before) as f64))
+}
+
+// --- (i) -----------------------------------------------------------------
+
+/// (i): on one core, `add`'s latency as in (a), then the server's own timing
+/// of a callback into the client (`Bench::ping_back`), on one connection;
+/// each half gets half of (a)'s warm-up and measuring windows.
+fn callback_latency(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, BoxError> {
+    let (warmup, measure) = (s.warmup / 2, s.measure / 2);
+    on_one_core(|| {
+        with_server(column, |rts, server| {
+            rts.client.block_on(async move {
+                let conn = Conn::connect(column, &server.target).await?;
+                let spawned = tokio::spawn(async move {
+                    let proxy = conn.ipc().ok_or("an ipc column without a proxy")?.clone();
+                    let plain = add_latencies(conn, warmup, measure).await?;
+                    let cb = Remote::new(PongServer::new(PongImpl));
+                    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                    let mut back: Vec<f64> = proxy
+                        .ping_back(cb, millis(warmup), millis(measure))
+                        .await
+                        .map_err(|e| format!("ping_back: {e}"))?
+                        .into_iter()
+                        .map(|ns| ns as f64 / 1e3)
+                        .collect();
+                    back.sort_by(f64::total_cmp);
+                    Ok::<_, BoxError>((quantile(&plain, 0.5), quantile(&back, 0.5)))
+                });
+                let (plain, back) = spawned.await??;
+                Ok(vec![
+                    (Metric::CallbackP50, back),
+                    (Metric::CallbackPlainP50, plain),
+                    (Metric::CallbackRatio, back / plain),
+                ])
+            })
+        })
+    })
+}
+
 // --- report --------------------------------------------------------------
 
 fn median(v: &[f64]) -> Option<f64> {
@@ -701,12 +1144,18 @@ fn machine() -> String {
 }
 
 fn print_report(s: &Settings, results: &Results, took: Duration) {
-    let med = |m: Metric, c: Column| results.get(&(m, c)).and_then(|v| median(v));
+    let med = |m: Metric, c: Column| results.get(&(m.source(c), c)).and_then(|v| median(v));
     let ratio = |m: Metric, other: Column| match (med(m, Column::Ipc), med(m, other)) {
         (Some(a), Some(b)) if b != 0.0 => Some(a / b),
         _ => None,
     };
     let cell = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("—".to_owned(), f);
+    // `a` ÷ `b` of the medians, for the summary and the notes.
+    let over = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+        _ => None,
+    };
+    let times = |v: Option<f64>| cell(v, &|v| format!("{v:.2}×"));
 
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -723,7 +1172,7 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
     );
     let _ = writeln!(
         out,
-        "Ratios are ipc ÷ other: above 1 is better for calls/s and MiB/s, worse for µs and KiB.\n"
+        "Ratios are ipc ÷ other: above 1 is better for calls/s, MiB/s and items/s, worse for µs, KiB and bytes.\n"
     );
     let mut header = "| scenario | unit |".to_owned();
     let mut rule = "|---|---|".to_owned();
@@ -734,8 +1183,9 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
     header.push_str(" ipc/raw | ipc/tarpc |");
     rule.push_str("---:|---:|");
     let _ = writeln!(out, "{header}\n{rule}");
+    let measured = |m: Metric| s.columns.iter().any(|c| results.contains_key(&(m, *c)));
     for m in Metric::ALL {
-        if s.columns.iter().all(|c| med(m, *c).is_none()) {
+        if !measured(m) {
             continue;
         }
         let (scenario, unit) = m.label();
@@ -747,7 +1197,82 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
         row.push_str(&format!(" {} | {} |", r(Column::Raw), r(Column::Tarpc)));
         let _ = writeln!(out, "{row}");
     }
-    let _ = writeln!(out, "\n(f) target for ipc: ≤ 16 KiB per idle connection.\n");
+    let _ = writeln!(out);
+    let mut notes = Vec::new();
+    if measured(Metric::EchoVecSmall) {
+        notes.push(format!(
+            "(d') raw and tarpc cells repeat (d): raw has no serde, and tarpc's `echo` already takes a `Vec<u8>`. \
+             Target for ipc: ≥ {BLOCK_TARGET}× its own (d) at the same size (`Vec<u8>` arguments go as one block); \
+             ipc's (d') ÷ (d): {} at 64 KiB, {} at 1 MiB.",
+            times(over(med(Metric::EchoVecSmall, Column::Ipc), med(Metric::EchoSmall, Column::Ipc))),
+            times(over(med(Metric::EchoVecLarge, Column::Ipc), med(Metric::EchoLarge, Column::Ipc))),
+        ));
+    }
+    if measured(Metric::EchoBlob) {
+        let large = med(Metric::EchoLarge, Column::Ipc);
+        notes.push(format!(
+            "(d'') ipc columns only. Target with `#[serde(with = \"serde_bytes\")]`: ≥ {BLOCK_TARGET}× ipc's (d) at 1 MiB \
+             (got {}); the plain field has none: serde moves it one `u8` at a time (got {}).",
+            times(over(med(Metric::EchoByteBlob, Column::Ipc), large)),
+            times(over(med(Metric::EchoBlob, Column::Ipc), large)),
+        ));
+    }
+    if measured(Metric::ColdLazyP50) {
+        notes.push(format!(
+            "(e') raw and tarpc cells repeat (e): they have no other way in. Target for ipc: ≤ {FIRST_CALL_TARGET}× raw \
+             (one round trip after connect, as raw). (e) and (e') alternate connection by connection."
+        ));
+    }
+    if measured(Metric::ColdKeyP50) {
+        notes.push(format!(
+            "(e'') (e')'s code against a server requiring a shared key (`auth_key`); with a key `connect_lazy` waits \
+             for the authentication round trip. No target; ipc (e'') ÷ (e'): {}.",
+            times(over(med(Metric::ColdKeyP50, Column::Ipc), med(Metric::ColdLazyP50, Column::Ipc))),
+        ));
+    }
+    if s.columns.contains(&Column::IpcTls) {
+        let tls = |m: Metric| times(over(med(m, Column::IpcTls), med(m, Column::Ipc)));
+        notes.push(format!(
+            "ipc-tls: `tls://` (TLS 1.3, rustls + ring, a CA and server certificate made at run time with rcgen), \
+             rows (b), (g), (d) 1 MiB, (e), (e') only. No target; ipc-tls ÷ ipc: (b) {}, (d) 1 MiB {}, (e) {}, (e') {}.",
+            tls(Metric::PipeCalls),
+            tls(Metric::EchoLarge),
+            tls(Metric::ColdP50),
+            tls(Metric::ColdLazyP50),
+        ));
+    }
+    if measured(Metric::MemPerConn) {
+        notes.push("(f) target for ipc: ≤ 16 KiB per idle connection.".to_owned());
+    }
+    if measured(Metric::StreamItems) {
+        notes.push(format!(
+            "(h) target for ipc: ≥ {STREAM_TARGET}× raw. tarpc has no server push."
+        ));
+    }
+    if measured(Metric::StreamHeld) {
+        notes.push(format!(
+            "(h2) target for ipc: ≤ {} bytes (the default window {} KiB + {} KiB). \
+             The producer had made {} items (ipc) / {} (ipc-unix) when it stopped.",
+            DEFAULT_STREAM_WINDOW + HELD_SLACK,
+            DEFAULT_STREAM_WINDOW / 1024,
+            HELD_SLACK / 1024,
+            cell(med(Metric::StreamTaken, Column::Ipc), &|v| format!(
+                "{v:.0}"
+            )),
+            cell(med(Metric::StreamTaken, Column::IpcUnix), &|v| format!(
+                "{v:.0}"
+            )),
+        ));
+    }
+    if measured(Metric::CallbackRatio) {
+        notes.push(format!(
+            "(i) target for ipc: callback ÷ plain call ≤ {CALLBACK_TARGET}; the ratio is the median of each round's own ratio."
+        ));
+    }
+    for n in notes {
+        let _ = writeln!(out, "{n}");
+    }
+    let _ = writeln!(out);
 
     let fmt = |v: Option<f64>| v.map_or("nan".to_owned(), |v| format!("{v:.2}"));
     let mib = match (
@@ -757,14 +1282,31 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
         (Some(a), Some(b)) => Some((a * b).sqrt()),
         _ => None,
     };
+    let vec_vs = |vec: Metric, bytes: Metric| over(med(vec, Column::Ipc), med(bytes, Column::Ipc));
+    let tls_vs = |m: Metric| over(med(m, Column::IpcTls), med(m, Column::Ipc));
+    let vec_vs_bytes = match (
+        vec_vs(Metric::EchoVecSmall, Metric::EchoSmall),
+        vec_vs(Metric::EchoVecLarge, Metric::EchoLarge),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        _ => None,
+    };
     let _ = writeln!(
         out,
-        "summary pipelined_vs_tarpc={} pipelined_vs_raw={} many_conns_vs_tarpc={} mib_vs_raw={} seq_p50_vs_raw={}",
+        "summary pipelined_vs_tarpc={} pipelined_vs_raw={} many_conns_vs_tarpc={} mib_vs_raw={} seq_p50_vs_raw={} stream_vs_raw={} callback_vs_call={} vec_vs_bytes={} first_call_vs_raw={} first_call_checked_vs_raw={} tls_pipelined_vs_plain={} tls_mib_vs_plain={} key_connect_vs_plain={}",
         fmt(ratio(Metric::PipeCalls, Column::Tarpc)),
         fmt(ratio(Metric::PipeCalls, Column::Raw)),
         fmt(ratio(Metric::ManyCalls, Column::Tarpc)),
         fmt(mib),
         fmt(ratio(Metric::SeqP50, Column::Raw)),
+        fmt(ratio(Metric::StreamItems, Column::Raw)),
+        fmt(med(Metric::CallbackRatio, Column::Ipc)),
+        fmt(vec_vs_bytes),
+        fmt(ratio(Metric::ColdLazyP50, Column::Raw)),
+        fmt(ratio(Metric::ColdP50, Column::Raw)),
+        fmt(tls_vs(Metric::PipeCalls)),
+        fmt(tls_vs(Metric::EchoLarge)),
+        fmt(vec_vs(Metric::ColdKeyP50, Metric::ColdLazyP50)),
     );
     let _ = out.flush();
 }

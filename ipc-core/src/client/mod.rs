@@ -6,6 +6,7 @@
 //! every call waiting on it fails at once. The client's connection serves
 //! too: objects it passes to the server (callbacks) are called over it.
 
+mod lookups;
 mod object_ref;
 mod reconnect;
 
@@ -235,10 +236,32 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects to the configured address.
+    /// Connects to the configured address and completes the handshake (and
+    /// authentication, with a key): a server that refuses — another protocol
+    /// version, its connection limit, a key it requires, its authorization
+    /// rule — fails this call.
     pub async fn connect(self) -> Result<Client, Error> {
         let target = self.addr.clone();
-        let conn = self.open(&target).await?;
+        let conn = self.open(&target, true).await?;
+        Ok(self.into_client(conn, target.to_string(), Some(target)))
+    }
+
+    /// Connects to the configured address and sends the hello without
+    /// waiting for the server's: the first lookup or call goes out right
+    /// behind it. With [`Client::proxy`] as well, connecting and the first
+    /// call take one round trip instead of three (hello, lookup, call).
+    ///
+    /// What [`ClientBuilder::connect`] would report about the handshake (a
+    /// protocol version mismatch with both versions, the connection limit,
+    /// a key the server requires, its authorization rule) is reported by
+    /// the first lookup or call instead, and fails everything queued behind
+    /// the hello; nothing of it runs. Connecting itself (refused,
+    /// unreachable, TLS) still fails here. With a shared key there is
+    /// nothing to gain — no request may precede the authentication — and
+    /// this behaves as `connect`.
+    pub async fn connect_lazy(self) -> Result<Client, Error> {
+        let target = self.addr.clone();
+        let conn = self.open(&target, false).await?;
         Ok(self.into_client(conn, target.to_string(), Some(target)))
     }
 
@@ -256,7 +279,11 @@ impl ClientBuilder {
                 Some(tls) => tls.connector()?.connect(socket, None).await?,
                 None => socket.plain(),
             };
-            self.start(stream).await
+            let conn = self.start(stream).await?;
+            let closer = CloseUnlessEstablished(&conn);
+            conn.established().await?;
+            drop(closer);
+            Ok::<_, Error>(conn)
         };
         let conn = tokio::time::timeout(self.connect_timeout, opening)
             .await
@@ -274,8 +301,14 @@ impl ClientBuilder {
         }
     }
 
-    /// Connects and handshakes, within the connect timeout.
-    pub(crate) async fn open(&self, target: &Address) -> Result<Arc<Connection>, Error> {
+    /// Connects and sends the hello, within the connect timeout; with
+    /// `wait`, also waits for the server's (a reconnect counts only a
+    /// connection the server accepted).
+    pub(crate) async fn open(
+        &self,
+        target: &Address,
+        wait: bool,
+    ) -> Result<Arc<Connection>, Error> {
         let addr = target.to_string();
         let timed_out = || Error::Connect {
             addr: addr.clone(),
@@ -307,16 +340,54 @@ impl ClientBuilder {
                 Some(tls) => tls.connect(socket, target.host()).await?,
                 None => socket.plain(),
             };
-            self.start(stream).await
+            let conn = self.start(stream).await?;
+            if wait {
+                // Dropped by the timeout, or failed: either way the
+                // connection is closed (its reader ends when the peer does).
+                let closer = CloseUnlessEstablished(&conn);
+                conn.established().await?;
+                drop(closer);
+            }
+            Ok::<_, Error>(conn)
         })
         .await
         .map_err(|_| timed_out())?
     }
 
-    /// Handshakes and starts the connection's reader and writer. The
+    /// Sends the hello and starts the connection's reader and writer. The
     /// connection is held once, for the client's links.
+    ///
+    /// Without a key, requests may follow the hello at once: the reader
+    /// takes the server's hello first (the connection is established then),
+    /// and a failed handshake fails whatever was queued behind it with its
+    /// error. With a key, the whole handshake comes first.
     async fn start(&self, stream: Stream) -> Result<Arc<Connection>, Error> {
-        let handshake = connection::handshake_as_client(stream, &self.config).await?;
+        let opening = connection::begin_as_client(stream, &self.config).await?;
+        if !opening.offers_key() {
+            let connection::ClientOpening {
+                frames,
+                write,
+                peer,
+                local,
+                certificate,
+                credentials,
+                ..
+            } = opening;
+            let peer = Arc::new(Peer::new(&peer, 0, false, certificate, credentials));
+            let conn = Connection::new(
+                &self.config,
+                None,
+                Labels { local, peer },
+                Arc::new(NoHost),
+                Arc::new(Gauges::default()),
+                1,
+            );
+            let writer = connection::spawn_writer(&conn, write);
+            let hello = Some(self.connect_timeout);
+            tokio::spawn(read_loop(conn.clone(), frames, writer, hello));
+            return Ok(conn);
+        }
+        let handshake = connection::complete_as_client(opening, &self.config).await?;
         let peer_limit = handshake.peer_limit();
         let connection::Handshake {
             frames,
@@ -328,34 +399,77 @@ impl ClientBuilder {
             credentials,
             ..
         } = handshake;
-        let peer = Arc::new(Peer {
-            addr: Arc::from(peer),
-            connection_id: 0,
+        let peer = Arc::new(Peer::new(
+            &peer,
+            0,
             key_authenticated,
             certificate,
             credentials,
-        });
+        ));
         let conn = Connection::new(
             &self.config,
-            peer_limit,
+            Some(peer_limit),
             Labels { local, peer },
             Arc::new(NoHost),
             Arc::new(Gauges::default()),
             1,
         );
         let writer = connection::spawn_writer(&conn, write);
-        tokio::spawn(read_loop(conn.clone(), frames, writer));
+        tokio::spawn(read_loop(conn.clone(), frames, writer, None));
         Ok(conn)
     }
 }
 
+/// Closes a connection whose hello did not arrive, when dropped before
+/// being disarmed (by a timeout, or on the error path).
+struct CloseUnlessEstablished<'a>(&'a Arc<Connection>);
+
+impl Drop for CloseUnlessEstablished<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_established() {
+            self.0.close(Closure::Lost(
+                "the server did not complete the handshake".into(),
+            ));
+        }
+    }
+}
+
 /// Handles incoming frames until the connection ends, then ends what is
-/// pending on it.
+/// pending on it. `hello`: the server's hello is still to come, within this
+/// long.
 async fn read_loop(
     conn: Arc<Connection>,
     mut frames: Frames,
     writer: tokio::task::JoinHandle<io::Result<()>>,
+    hello: Option<Duration>,
 ) {
+    if let Some(within) = hello {
+        let opened = tokio::time::timeout(
+            within,
+            connection::finish_without_key(&mut frames, &conn.config),
+        )
+        .await;
+        let failed = match opened {
+            Ok(Ok(peer_limit)) => {
+                conn.establish(peer_limit);
+                None
+            }
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(Error::Connect {
+                addr: conn.peer.to_string(),
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the server did not answer the hello",
+                ),
+            }),
+        };
+        if let Some(e) = failed {
+            tracing::debug!(peer = %conn.peer, error = %e, "handshake failed");
+            conn.close(Closure::Handshake(Arc::new(e)));
+            let _ = writer.await;
+            return;
+        }
+    }
     let closure = loop {
         let frame = match frames.next().await {
             Some(Ok(f)) => f,
@@ -374,6 +488,19 @@ async fn read_loop(
 }
 
 impl Client {
+    /// Connects to the default address, `localhost:9099`, with default
+    /// settings: the client side of a zero-configuration server.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), ipc_core::Error> {
+    /// let client = ipc_core::Client::connect_default().await?;
+    /// println!("connected to {}", client.addr());
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_default() -> Result<Self, Error> {
+        Self::builder().connect().await
+    }
+
     /// Connects to `addr` with default settings. See [`Client::builder`] for more.
     pub async fn connect(addr: impl Into<Address>) -> Result<Self, Error> {
         Self::builder().addr(addr).connect().await
@@ -403,6 +530,26 @@ impl Client {
         );
         object.resolve_now().await?;
         Ok(P::from_object(object))
+    }
+
+    /// A proxy for the object exposed under its trait's name, without asking
+    /// the server first: the lookup goes out with the first call, in the same
+    /// round trip. If the server has no such object, or another trait (or
+    /// version) under the name, that first call fails with the error
+    /// [`Client::get_exposed_object`] would have given, and nothing runs.
+    /// Later calls (until a reconnect) use the handle the lookup returned.
+    pub fn proxy<P: Proxy>(&self) -> P {
+        self.proxy_named(P::DESCRIPTOR.trait_name)
+    }
+
+    /// As [`Client::proxy`], for the object exposed under `name`.
+    pub fn proxy_named<P: Proxy>(&self, name: &str) -> P {
+        P::from_object(ObjectRef::named(
+            self.clone(),
+            name,
+            P::DESCRIPTOR,
+            self.links.settings.call_timeout,
+        ))
     }
 
     /// The server's directory: every object it exposes, with its trait,
@@ -445,8 +592,8 @@ impl Client {
 
     /// This end's address on the current connection (`IP:PORT`, `unix:PATH`,
     /// or `io` for a caller-supplied stream), as the server sees it as its peer.
-    pub fn local_addr(&self) -> String {
-        self.links.current().conn.local.clone()
+    pub fn local_addr(&self) -> Address {
+        Address::from(self.links.current().conn.local.as_str())
     }
 
     /// The address this client connects to.

@@ -17,10 +17,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::lookups::{Lookup, Progress};
 use super::{Client, Link};
 use crate::connection::{Connection, Discard, Import, Response};
 use crate::error::{CallError, Error};
-use crate::object::{ObjectDescriptor, ObjectInfo, ResolveRequest};
+use crate::object::{ObjectDescriptor, ObjectInfo};
 use crate::schema::ObjectSchema;
 use crate::scope;
 use crate::service::{Outcome, Service};
@@ -309,9 +310,18 @@ impl ObjectRef {
                 match &self.target {
                     Target::Named { client, .. } => {
                         let link = client.links().live().await?;
-                        let handle = self.handle_on(&link).await?;
-                        let frame = encode_request(&link.conn, true, handle, method, 0, &args)?;
-                        link.conn.send_oneway(frame).await
+                        // A oneway call waits for its lookup: no answer
+                        // would tell the caller that the lookup failed.
+                        let handle = match self.handle_on(&link).await? {
+                            (_, Some(lookup)) => self.confirm(&link, &lookup).await?,
+                            (handle, None) => handle,
+                        };
+                        let mut frame = encode_request(&link.conn, true, handle, method, 0, &args);
+                        if awaits_hello(&frame, &link.conn) {
+                            link.conn.established().await?;
+                            frame = encode_request(&link.conn, true, handle, method, 0, &args);
+                        }
+                        link.conn.send_oneway(frame?).await
                     }
                     Target::Imported(import) => {
                         let conn = self.imported_conn(import)?;
@@ -443,10 +453,13 @@ impl ObjectRef {
                 Ok(link) => link,
                 Err(e) => return Err(not_run.take().unwrap_or(e)),
             };
-            let handle = self.handle_on(&link).await?;
-            let sent = self
-                .send(&link.conn, handle, method, &args, shape, discard)
-                .await;
+            let (handle, lookup) = self.handle_on(&link).await?;
+            let mut frame = self.encode_call(&link.conn, handle, method, &args);
+            if awaits_hello(&frame, &link.conn) {
+                link.conn.established().await?;
+                frame = self.encode_call(&link.conn, handle, method, &args);
+            }
+            let sent = self.send(&link.conn, frame, shape, discard).await;
             let (result, left) = match sent {
                 Ok(pending) => {
                     let id = pending.id();
@@ -454,6 +467,23 @@ impl ObjectRef {
                 }
                 Err(e) => (Err(e), false),
             };
+            // Sent with its lookup: a failed lookup is the call's error (the
+            // server answered the call with it and ran nothing). A server
+            // that remembers no more lookups does not know the handle: the
+            // call did not run, and goes again to the one the lookup gave.
+            if let Some(lookup) = lookup {
+                match self.confirm(&link, &lookup).await {
+                    Err(e) if !e.is_connection_error() => return Err(e),
+                    Ok(_)
+                        if matches!(&result, Ok((_, r)) if r.status == Status::UnknownObject)
+                            && attempt < MAX_RETRIES =>
+                    {
+                        attempt += 1;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             // The call never left, or the server says it did not run:
             // sending it again (on a new connection) is safe for any method.
             // If it may have run, only idempotent methods go again.
@@ -491,35 +521,47 @@ impl ObjectRef {
     where
         A: Serialize + Send,
     {
-        let pending = self
-            .send(conn, handle, method, &args, shape, discard)
-            .await?;
+        let mut frame = self.encode_call(conn, handle, method, &args);
+        if awaits_hello(&frame, conn) {
+            conn.established().await?;
+            frame = self.encode_call(conn, handle, method, &args);
+        }
+        drop(args);
+        let pending = self.send(conn, frame, shape, discard).await?;
         let id = pending.id();
         Ok((id, pending.response().await?))
     }
 
-    /// Encodes the request for `conn` and queues it.
-    fn send<'c, A>(
+    /// The request frame for `conn`. Before the server's hello only a frame
+    /// of the protocol's minimum size may go out: a caller whose request is
+    /// larger (see [`awaits_hello`]) waits for the hello and encodes again.
+    /// (Synchronous, so that no borrow of the arguments spans an await.)
+    fn encode_call<A>(
         &self,
-        conn: &'c Arc<Connection>,
+        conn: &Arc<Connection>,
         handle: u32,
         method: u16,
         args: &A,
-        shape: Shape,
-        discard: Option<Discard>,
-    ) -> impl Future<Output = Result<crate::connection::PendingCall<'c>, Error>> + Send + 'c
+    ) -> Result<FrameBuf, Error>
     where
         A: Serialize + ?Sized,
     {
-        // Encoded now, so the arguments are not borrowed across an await.
-        let frame = encode_request(conn, false, handle, method, self.deadline_ms(), args);
-        async move {
-            let pending = conn
-                .send_call(frame?, discard, matches!(shape, Shape::Stream))
-                .await?;
-            tracing::Span::current().record("id", pending.id());
-            Ok(pending)
-        }
+        encode_request(conn, false, handle, method, self.deadline_ms(), args)
+    }
+
+    /// Queues an encoded request on `conn`.
+    async fn send<'c>(
+        &self,
+        conn: &'c Arc<Connection>,
+        frame: Result<FrameBuf, Error>,
+        shape: Shape,
+        discard: Option<Discard>,
+    ) -> Result<crate::connection::PendingCall<'c>, Error> {
+        let pending = conn
+            .send_call(frame?, discard, matches!(shape, Shape::Stream))
+            .await?;
+        tracing::Span::current().record("id", pending.id());
+        Ok(pending)
     }
 
     /// A call to an object served by this process: no wire, the same
@@ -580,7 +622,10 @@ impl ObjectRef {
         };
         tokio::time::timeout(self.timeout, async {
             let link = client.links().live().await?;
-            self.handle_on(&link).await.map(|_| ())
+            match self.handle_on(&link).await? {
+                (_, Some(lookup)) => self.confirm(&link, &lookup).await.map(|_| ()),
+                (_, None) => Ok(()),
+            }
         })
         .await
         .map_err(|_| Error::Timeout {
@@ -588,9 +633,10 @@ impl ObjectRef {
         })?
     }
 
-    /// The object's handle on this connection, looking it up (and checking
-    /// the trait) once per connection.
-    async fn handle_on(&self, link: &Link) -> Result<u32, Error> {
+    /// The object's handle on `link`'s connection, looked up (and the trait
+    /// checked) once per connection: known, or queued with the lookup whose
+    /// answer is still to come (calls to it may go out meanwhile).
+    async fn handle_on(&self, link: &Link) -> Result<(u32, Option<Arc<Lookup>>), Error> {
         let Target::Named { cached, .. } = &self.target else {
             return Err(Error::Protocol {
                 detail: "only named objects are looked up".into(),
@@ -598,38 +644,48 @@ impl ObjectRef {
         };
         let cached = cached.load(Ordering::Acquire);
         if cached >> 32 == u64::from(link.generation) {
-            return Ok(cached as u32);
+            return Ok((cached as u32, None));
         }
         // Once per connection: kept out of line.
-        Box::pin(self.resolve(link)).await
+        Box::pin(self.look_up(link)).await
     }
 
-    async fn resolve(&self, link: &Link) -> Result<u32, Error> {
-        let Target::Named { name, cached, .. } = &self.target else {
+    async fn look_up(&self, link: &Link) -> Result<(u32, Option<Arc<Lookup>>), Error> {
+        let Target::Named { name, .. } = &self.target else {
             return Err(Error::Protocol {
                 detail: "only named objects are looked up".into(),
             });
         };
-        let request = ResolveRequest::new(name, self.descriptor);
-        let (_, response) = self
-            .once(
-                &link.conn,
-                wire::SYSTEM_OBJECT,
-                wire::SYSTEM_RESOLVE,
-                request,
-                Shape::Call,
-                None,
-            )
-            .await?;
-        let handle: u32 = match response.status {
-            Status::Ok => decode_body(Some(&link.conn), &response)?,
-            other => return Err(self.status_error(other, &response.body)),
-        };
-        cached.store(
-            (u64::from(link.generation) << 32) | u64::from(handle),
-            Ordering::Release,
-        );
+        let lookup = link.lookups.get(&link.conn, name, self.descriptor);
+        match lookup.sent().await {
+            Progress::Done(Ok(handle)) => {
+                self.remember(link, handle);
+                Ok((handle, None))
+            }
+            Progress::Done(Err(e)) => Err(e.duplicate()),
+            Progress::Sent(handle) => Ok((handle, Some(lookup))),
+            Progress::Unsent => Err(Error::ConnectionLost {
+                reason: "the lookup was not sent".into(),
+            }),
+        }
+    }
+
+    /// Waits for the answer of a lookup sent ahead of a call, and caches
+    /// the handle it gives.
+    async fn confirm(&self, link: &Link, lookup: &Lookup) -> Result<u32, Error> {
+        let handle = lookup.answer().await?;
+        self.remember(link, handle);
         Ok(handle)
+    }
+
+    /// Caches the object's handle on `link`'s connection.
+    fn remember(&self, link: &Link, handle: u32) {
+        if let Target::Named { cached, .. } = &self.target {
+            cached.store(
+                (u64::from(link.generation) << 32) | u64::from(handle),
+                Ordering::Release,
+            );
+        }
     }
 
     fn status_error(&self, status: Status, body: &[u8]) -> Error {
@@ -721,10 +777,16 @@ fn encode_request<A: Serialize + ?Sized>(
             method,
             deadline_ms,
             args,
-            conn.peer_max_frame,
+            conn.peer_max_frame(),
         )
     })
     .map_err(encode_error)
+}
+
+/// Whether a request did not fit only because the server's hello, with its
+/// real frame limit, has not arrived yet.
+fn awaits_hello(frame: &Result<FrameBuf, Error>, conn: &Connection) -> bool {
+    matches!(frame, Err(Error::FrameTooLarge { .. })) && !conn.is_established()
 }
 
 fn encode_error(e: EncodeError) -> Error {

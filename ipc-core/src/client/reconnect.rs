@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::ClientBuilder;
+use super::lookups::Lookups;
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::transport::Address;
@@ -23,6 +24,8 @@ pub(crate) struct Link {
     pub(crate) conn: Arc<Connection>,
     /// Bumped on every reconnect; object handles are cached per generation.
     pub(crate) generation: u32,
+    /// The lookups made on this connection.
+    pub(crate) lookups: Arc<Lookups>,
 }
 
 /// A round of reconnect attempts that failed: every attempt the policy
@@ -74,6 +77,7 @@ impl Links {
             current: Mutex::new(Link {
                 conn,
                 generation: 1,
+                lookups: Arc::default(),
             }),
             round: tokio::sync::Mutex::new(()),
             failed: Mutex::new(None),
@@ -167,12 +171,13 @@ impl Links {
             if attempt > 0 {
                 tokio::time::sleep(policy.backoff(attempt - 1)).await;
             }
-            match self.settings.open(target).await {
+            match self.settings.open(target, true).await {
                 Ok(conn) => {
                     tracing::info!(addr = %self.addr, attempt, "reconnected");
                     let link = Link {
                         conn,
                         generation: generation.wrapping_add(1).max(1),
+                        lookups: Arc::default(),
                     };
                     let old = std::mem::replace(
                         &mut *self.current.lock().unwrap_or_else(|p| p.into_inner()),

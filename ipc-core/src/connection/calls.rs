@@ -170,6 +170,20 @@ impl Connection {
         discard: Option<Discard>,
         opens_stream: bool,
     ) -> Result<PendingCall<'a>, Error> {
+        self.send_call_then(frame, discard, opens_stream, || {})
+            .await
+    }
+
+    /// As [`Connection::send_call`], calling `on_queued` when the request
+    /// takes its place in the queue (under the queue's lock: in the order
+    /// requests go out).
+    pub(crate) async fn send_call_then<'a>(
+        self: &'a Arc<Self>,
+        frame: FrameBuf,
+        discard: Option<Discard>,
+        opens_stream: bool,
+        on_queued: impl FnOnce(),
+    ) -> Result<PendingCall<'a>, Error> {
         if self.is_going_away() {
             return Err(Error::ShuttingDown);
         }
@@ -188,6 +202,7 @@ impl Connection {
                 if let Some(tx) = tx.take() {
                     st.map.insert(id, Pending::Waiting(tx, discard));
                 }
+                on_queued();
                 if opens_stream {
                     stream = Some(self.consumers.open(id, self.config.stream_window));
                 }

@@ -23,6 +23,7 @@ use crate::context::{Access, CallContext};
 use crate::error::Error;
 use crate::scope::{self, Scope, Scoped};
 use crate::service::{BoxedSource, DispatchError, Outcome, Reply};
+use crate::telemetry::{CallRecord, Outcome as Ended};
 use crate::wire::{self, FrameBuf, Request, Status};
 
 /// A call the authorization rule refused.
@@ -210,10 +211,10 @@ impl Connection {
         let started = scope::with(&scope, || {
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let target = if named {
-                    self.host.named(object)
+                    self.host.named(object)?
                 } else {
-                    self.exported(object)
-                }?;
+                    self.exported(object).ok_or(None)?
+                };
                 // The server's rule decides before any user code runs for
                 // the call (objects a side exported are theirs to call).
                 let method_name = target
@@ -228,15 +229,15 @@ impl Connection {
                         method: method_name,
                     };
                     if !self.host.authorize(&self.peer_info, access) {
-                        return Some((target, Err(Denied)));
+                        return Ok((target, Err(Denied)));
                     }
                 }
                 let started = target.service.call(method, &args);
-                Some((target, Ok(started)))
+                Ok((target, Ok(started)))
             }))
         });
         let (target, future) = match started {
-            Ok(Some((target, Err(Denied)))) => {
+            Ok(Ok((target, Err(Denied)))) => {
                 tracing::debug!(object = %target.name, method, peer = %self.peer, "call refused by the authorization rule");
                 let detail = format!(
                     "this peer may not call method #{method} of `{}`",
@@ -246,8 +247,13 @@ impl Connection {
                     .await;
                 return;
             }
-            Ok(Some((target, Ok(Ok(future))))) => (target, future),
-            Ok(None) => {
+            Ok(Ok((target, Ok(Ok(future))))) => (target, future),
+            Ok(Err(Some(reply))) => {
+                // A handle whose lookup failed: answered as the lookup was.
+                self.answer(id, oneway, reply).await;
+                return;
+            }
+            Ok(Err(None)) => {
                 let detail = if object >= wire::EXPORT_BASE {
                     format!("no object has handle {object}: it was released, or never exported")
                 } else {
@@ -257,7 +263,7 @@ impl Connection {
                     .await;
                 return;
             }
-            Ok(Some((target, Ok(Err(e))))) => {
+            Ok(Ok((target, Ok(Err(e))))) => {
                 let reply = match e {
                     DispatchError::UnknownMethod(m) => {
                         let detail = format!(
@@ -299,6 +305,8 @@ impl Connection {
             .map_or("?", |m| m.name);
         let span =
             tracing::debug_span!("ipc.handle", object = %target.name, method = method_name, id);
+        // Logged and counted when it ends (as cancelled if dropped first).
+        let record = CallRecord::start(&target.name, method, method_name, target.metrics.as_ref());
         let context = CallContext {
             peer: self.peer_info.clone(),
             object: target.name.clone(),
@@ -319,6 +327,9 @@ impl Connection {
         };
         match first {
             Poll::Ready(outcome) => {
+                if let Some(record) = record {
+                    record.finish(ended(&outcome));
+                }
                 drop(running);
                 self.activity.store(true, Ordering::Relaxed);
                 self.conclude(id, oneway, outcome, None).await;
@@ -345,6 +356,9 @@ impl Connection {
                         Some(d) => tokio::time::timeout(d, handler).await.ok(),
                         None => Some(handler.await),
                     };
+                    if let Some(record) = record {
+                        record.finish(outcome.as_ref().map_or(Ended::Timeout, ended));
+                    }
                     drop(running);
                     conn.activity.store(true, Ordering::Relaxed);
                     match outcome {
@@ -435,6 +449,14 @@ impl Connection {
                 Err(false) => {}
             },
         }
+    }
+}
+
+/// How a handler's run ended, for its record.
+fn ended(outcome: &std::thread::Result<Reply>) -> Ended {
+    match outcome {
+        Ok(reply) => Ended::of(reply.status()),
+        Err(_) => Ended::Panic,
     }
 }
 

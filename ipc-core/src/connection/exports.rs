@@ -71,7 +71,14 @@ impl Connection {
             })?;
         table.issued += 1;
         let name = Arc::from(service.descriptor().trait_name);
-        table.objects.insert(handle, Target { name, service });
+        table.objects.insert(
+            handle,
+            Target {
+                name,
+                service,
+                metrics: None,
+            },
+        );
         self.gauges.objects.fetch_add(1, Ordering::Relaxed);
         Ok(handle)
     }

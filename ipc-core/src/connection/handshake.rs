@@ -241,14 +241,33 @@ async fn send_hello(
     .await
 }
 
-/// Splits the stream, sends our hello (offering the key, if we have one),
-/// reads theirs, and authenticates. Used by clients.
-pub(crate) async fn handshake_as_client(
+/// A client's handshake under way: its hello is sent, the server's is still
+/// to be read.
+pub(crate) struct ClientOpening {
+    pub(crate) frames: Frames,
+    pub(crate) write: BoxedWrite,
+    pub(crate) peer: String,
+    pub(crate) local: String,
+    pub(crate) certificate: Option<Arc<PeerCertificate>>,
+    pub(crate) credentials: Option<UnixCredentials>,
+    ours: Offer,
+}
+
+impl ClientOpening {
+    /// Whether this side offered a key: then nothing but the proof may
+    /// follow the hello until the server accepts it.
+    pub(crate) fn offers_key(&self) -> bool {
+        matches!(self.ours, Offer::Key { .. })
+    }
+}
+
+/// Splits the stream and sends our hello (offering the key, if we have one).
+pub(crate) async fn begin_as_client(
     stream: Stream,
     config: &ConnectionConfig,
-) -> Result<Handshake, Error> {
+) -> Result<ClientOpening, Error> {
     let Opened {
-        mut frames,
+        frames,
         mut write,
         peer,
         local,
@@ -263,18 +282,72 @@ pub(crate) async fn handshake_as_client(
         None => Offer::None,
     };
     send_hello(&mut write, config, &ours).await?;
-    let theirs = expect_hello(next_frame(&mut frames).await?)?;
+    Ok(ClientOpening {
+        frames,
+        write,
+        peer,
+        local,
+        certificate,
+        credentials,
+        ours,
+    })
+}
+
+/// Reads the server's hello and checks its version (the authentication
+/// fields are left to the caller).
+async fn read_server_hello(frames: &mut Frames) -> Result<(Hello, Offer), Error> {
+    let theirs = expect_hello(next_frame(frames).await?)?;
     if theirs.version != PROTOCOL_VERSION {
         return Err(version_mismatch(theirs.version));
     }
     let offered = Offer::read(&theirs.rest)?;
+    Ok((theirs, offered))
+}
+
+fn key_required() -> Error {
+    Error::AuthFailed {
+        reason: "the server requires a key: set one with ClientBuilder::auth_key".into(),
+    }
+}
+
+/// For a client that offered no key and did not wait: reads the server's
+/// hello, then switches `frames` to the configured limit. Returns the
+/// server's frame limit.
+pub(crate) async fn finish_without_key(
+    frames: &mut Frames,
+    config: &ConnectionConfig,
+) -> Result<usize, Error> {
+    let (theirs, offered) = read_server_hello(frames).await?;
+    if offered != Offer::None {
+        return Err(key_required());
+    }
+    frames
+        .decoder_mut()
+        .set_max_frame_length(config.max_frame_size);
+    Ok(crate::config::clamp_frame_size(
+        theirs.max_frame_size as usize,
+    ))
+}
+
+/// Reads the server's hello and authenticates: the rest of the handshake of
+/// a client that waits for it (always, with a key).
+pub(crate) async fn complete_as_client(
+    opening: ClientOpening,
+    config: &ConnectionConfig,
+) -> Result<Handshake, Error> {
+    let ClientOpening {
+        mut frames,
+        mut write,
+        peer,
+        local,
+        certificate,
+        credentials,
+        ours,
+    } = opening;
+    let (theirs, offered) = read_server_hello(&mut frames).await?;
     let key_authenticated = match (&config.auth_key, &ours, offered) {
         (None, _, Offer::None) => false,
-        (None, _, Offer::Key { .. }) => {
-            return Err(Error::AuthFailed {
-                reason: "the server requires a key: set one with ClientBuilder::auth_key".into(),
-            });
-        }
+        (None, _, Offer::Key { .. }) => return Err(key_required()),
         (Some(_), _, Offer::None) => {
             return Err(Error::AuthFailed {
                 reason: "the server does not use a key; refusing to go on without authentication"

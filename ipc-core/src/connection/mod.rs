@@ -34,7 +34,8 @@ use crate::wire::{self, FrameBuf, Message, Request};
 pub(crate) use calls::{Discard, PendingCall, Response};
 pub(crate) use exports::Import;
 pub(crate) use handshake::{
-    Frames, Handshake, Identity, handshake_as_client, handshake_as_server, io_to_protocol,
+    ClientOpening, Frames, Handshake, Identity, begin_as_client, complete_as_client,
+    finish_without_key, handshake_as_server, io_to_protocol,
 };
 pub(crate) use streams::{Inbox, Received, Receiver};
 
@@ -51,6 +52,9 @@ pub(crate) enum Closure {
     Lost(String),
     /// This side, or the peer, shut down gracefully.
     ShuttingDown,
+    /// The handshake failed after calls were already queued behind it (a
+    /// client that did not wait for the server's hello): they get its error.
+    Handshake(Arc<Error>),
 }
 
 impl Closure {
@@ -63,6 +67,7 @@ impl Closure {
                 reason: reason.clone(),
             },
             Self::ShuttingDown => Error::ShuttingDown,
+            Self::Handshake(e) => e.duplicate(),
         }
     }
 }
@@ -87,14 +92,18 @@ pub(crate) struct Target {
     /// Its name, for logs and the call context.
     pub(crate) name: Arc<str>,
     pub(crate) service: Arc<dyn Service>,
+    /// Where its calls are counted (a server's named objects).
+    pub(crate) metrics: Option<Arc<crate::telemetry::ObjectMetrics>>,
 }
 
 /// What one side serves by name: a server's exposed objects, its system
 /// object and its authorization rule. A client serves nothing by name
 /// (only what it exports).
 pub(crate) trait Host: Send + Sync + 'static {
-    /// The named object with this handle (below [`wire::EXPORT_BASE`]).
-    fn named(&self, handle: u32) -> Option<Target>;
+    /// The named object with this handle (below [`wire::EXPORT_BASE`]);
+    /// if there is none, `None`, or the answer a call to it gets (the handle
+    /// of a lookup that failed).
+    fn named(&self, handle: u32) -> Result<Target, Option<Reply>>;
     /// A call to the system object (handle 0).
     fn system(&self, conn: &Arc<Connection>, request: &Request) -> Reply;
     /// Whether `peer` may do `access`. Everything, unless a rule says otherwise.
@@ -107,8 +116,8 @@ pub(crate) trait Host: Send + Sync + 'static {
 pub(crate) struct NoHost;
 
 impl Host for NoHost {
-    fn named(&self, _: u32) -> Option<Target> {
-        None
+    fn named(&self, _: u32) -> Result<Target, Option<Reply>> {
+        Err(None)
     }
 
     fn system(&self, _: &Arc<Connection>, _: &Request) -> Reply {
@@ -132,8 +141,14 @@ pub(crate) struct Labels {
 pub(crate) struct Connection {
     pub(crate) outbox: Outbox,
     pub(crate) config: ConnectionConfig,
-    /// The largest frame the peer accepts (from its handshake, clamped).
-    pub(crate) peer_max_frame: usize,
+    /// The largest frame the peer accepts (from its hello, clamped; until
+    /// that arrives, the protocol's minimum).
+    peer_max_frame: AtomicUsize,
+    /// Whether the peer's hello has arrived (and authentication, if any, is
+    /// done). A client without a key sends requests before that.
+    established: AtomicBool,
+    /// Wakes what waits for [`Connection::established`].
+    opened: tokio::sync::Notify,
     /// Who is on the other end, for logs.
     pub(crate) peer: Arc<str>,
     /// Who is on the other end, for authorization and the call context.
@@ -165,9 +180,11 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// `peer_max_frame`: the peer's limit from its hello, or `None` while
+    /// the hello is still to come (see [`Connection::establish`]).
     pub(crate) fn new(
         config: &ConnectionConfig,
-        peer_max_frame: usize,
+        peer_max_frame: Option<usize>,
         labels: Labels,
         host: Arc<dyn Host>,
         gauges: Arc<Gauges>,
@@ -176,7 +193,9 @@ impl Connection {
         Arc::new(Self {
             outbox: Outbox::new(config.write_buffer, gauges.buffered.clone()),
             config: config.clone(),
-            peer_max_frame,
+            peer_max_frame: AtomicUsize::new(peer_max_frame.unwrap_or(wire::MIN_FRAME_SIZE)),
+            established: AtomicBool::new(peer_max_frame.is_some()),
+            opened: tokio::sync::Notify::new(),
             peer: labels.peer.addr.clone(),
             peer_info: labels.peer,
             local: labels.local,
@@ -195,6 +214,41 @@ impl Connection {
         })
     }
 
+    /// The largest frame the peer accepts. Before its hello: the protocol's
+    /// minimum, which every peer accepts.
+    pub(crate) fn peer_max_frame(&self) -> usize {
+        self.peer_max_frame.load(Ordering::Acquire)
+    }
+
+    /// Whether the peer's hello has arrived.
+    pub(crate) fn is_established(&self) -> bool {
+        self.established.load(Ordering::Acquire)
+    }
+
+    /// Records the peer's hello: its frame limit applies from now on.
+    pub(crate) fn establish(&self, peer_max_frame: usize) {
+        self.peer_max_frame.store(peer_max_frame, Ordering::Release);
+        self.established.store(true, Ordering::Release);
+        self.opened.notify_waiters();
+    }
+
+    /// Waits for the peer's hello; fails with the connection's error if it
+    /// ends first.
+    pub(crate) async fn established(&self) -> Result<(), Error> {
+        loop {
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if self.is_established() {
+                return Ok(());
+            }
+            if self.is_closed() {
+                return Err(self.refusal());
+            }
+            opened.await;
+        }
+    }
+
     /// Keeps the connection open until [`Connection::unhold`].
     pub(crate) fn hold(&self) {
         self.holds.fetch_add(1, Ordering::AcqRel);
@@ -211,7 +265,7 @@ impl Connection {
     /// The scope in which values for this connection are encoded and decoded.
     pub(crate) fn scope(self: &Arc<Self>) -> Scope {
         Scope {
-            peer_max_frame: self.peer_max_frame,
+            peer_max_frame: self.peer_max_frame(),
             conn: self.clone() as Arc<dyn Any + Send + Sync>,
             context: None,
         }
@@ -338,6 +392,8 @@ impl Connection {
         self.in_flight.abort_all();
         self.exports.clear(&self.gauges);
         self.outbox.close();
+        // Whoever waits for the hello learns the connection's fate.
+        self.opened.notify_waiters();
     }
 }
 

@@ -56,7 +56,7 @@ pub(super) async fn produce(
             let next = std::future::poll_fn(|cx| {
                 let polled = crate::scope::with(&scope, || {
                     std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        source.as_mut().poll_item(cx, id, conn.peer_max_frame)
+                        source.as_mut().poll_item(cx, id, conn.peer_max_frame())
                     }))
                 });
                 match polled {

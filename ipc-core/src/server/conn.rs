@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::accept::ConnectionSlot;
+use super::lookups::{Found, Lookups};
 use crate::connection::{self, Closure, Connection, Host, Labels, Target};
 use crate::context::{Access, Peer};
 use crate::error::Error;
@@ -34,25 +35,40 @@ impl Drop for CloseOnDrop {
 /// What a server connection serves by name.
 struct ServerHost {
     shared: Arc<Shared>,
-    /// Per object handle: the service this connection calls (the shared one,
-    /// or its own instance for per-connection objects), set on first use.
+    /// Per exposed object: the service this connection calls (the shared
+    /// one, or its own instance for per-connection objects), set on first use.
     instances: Vec<OnceLock<Arc<dyn Service>>>,
+    /// What each handle this connection was given stands for.
+    lookups: Lookups,
 }
 
 impl Host for ServerHost {
-    fn named(&self, handle: u32) -> Option<Target> {
-        let i = usize::try_from(handle).ok()?.checked_sub(1)?;
-        let exposed = self.shared.objects.get(i)?;
+    fn named(&self, handle: u32) -> Result<Target, Option<Reply>> {
+        let i = if handle >= wire::LOOKUP_BASE {
+            match self.lookups.get(handle).ok_or(None)? {
+                Found::Object(i) => i,
+                Found::Failed(status, fingerprints) => {
+                    return Err(Some(Found::refusal(status, fingerprints, handle)));
+                }
+            }
+        } else {
+            usize::try_from(handle)
+                .ok()
+                .and_then(|h| h.checked_sub(1))
+                .ok_or(None)?
+        };
+        let exposed = self.shared.objects.get(i).ok_or(None)?;
         // Per-connection objects get their instance on first use.
-        let service = self.instances.get(i)?.get_or_init(|| {
+        let service = self.instances.get(i).ok_or(None)?.get_or_init(|| {
             exposed
                 .service
                 .for_connection()
                 .unwrap_or_else(|| exposed.service.clone())
         });
-        Some(Target {
+        Ok(Target {
             name: exposed.name.clone(),
             service: service.clone(),
+            metrics: exposed.metrics.clone(),
         })
     }
 
@@ -117,29 +133,46 @@ impl ServerHost {
         }
     }
 
+    /// A lookup, remembered in the order read, whatever it finds (see
+    /// `lookups`), so that a client may call it before the answer.
     fn resolve(&self, conn: &Connection, request: &Request) -> Reply {
+        let (found, failure) = self.look_up(conn, request);
+        self.lookups.record(found);
+        match (found, failure) {
+            (_, Some(failure)) => failure,
+            (Found::Object(i), None) => Reply::value(&u32::try_from(i + 1).unwrap_or(0)),
+            (Found::Failed(status, _), None) => Reply::error(status, "lookup failed"),
+        }
+    }
+
+    /// What a lookup finds, and the answer if that is a failure.
+    fn look_up(&self, conn: &Connection, request: &Request) -> (Found, Option<Reply>) {
+        let failed = |status, detail: &str| {
+            (
+                Found::failure(status, None),
+                Some(Reply::error(status, detail)),
+            )
+        };
         let lookup: ResolveRequest = match wire::decode(&request.args) {
             Ok(l) => l,
-            Err(e) => return Reply::error(Status::BadRequest, &e.to_string()),
+            Err(e) => return failed(Status::BadRequest, &e.to_string()),
         };
-        let Some(&handle) = self
+        let index = self
             .shared
             .by_name
             .get(&lookup.name)
             .filter(|_| self.may_see(conn, &lookup.name))
+            .and_then(|&handle| usize::try_from(handle).ok()?.checked_sub(1));
+        let Some((index, exposed)) = index.and_then(|i| Some((i, self.shared.objects.get(i)?)))
         else {
-            return Reply::error(Status::UnknownObject, &lookup.name);
-        };
-        let exposed = usize::try_from(handle)
-            .ok()
-            .and_then(|h| h.checked_sub(1))
-            .and_then(|i| self.shared.objects.get(i));
-        let Some(exposed) = exposed else {
-            return Reply::error(Status::UnknownObject, &lookup.name);
+            return failed(Status::UnknownObject, &lookup.name);
         };
         match exposed.service.descriptor().mismatch(&lookup) {
-            None => Reply::value(&handle),
-            Some(mismatch) => Reply::encoded(Status::TraitMismatch, &mismatch),
+            None => (Found::Object(index), None),
+            Some(mismatch) => (
+                Found::failure(Status::TraitMismatch, Some(&mismatch)),
+                Some(Reply::encoded(Status::TraitMismatch, &mismatch)),
+            ),
         }
     }
 }
@@ -153,16 +186,19 @@ pub(super) async fn serve(slot: ConnectionSlot, socket: Socket) {
         let host = ServerHost {
             shared: shared.clone(),
             instances: shared.objects.iter().map(|_| OnceLock::new()).collect(),
+            lookups: Lookups::default(),
         };
         let connection_id = shared
             .next_connection_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let peer_of = |who: &connection::Identity<'_>| Peer {
-            addr: Arc::from(who.peer),
-            connection_id,
-            key_authenticated: who.key_authenticated,
-            certificate: who.certificate.clone(),
-            credentials: who.credentials,
+        let peer_of = |who: &connection::Identity<'_>| {
+            Peer::new(
+                who.peer,
+                connection_id,
+                who.key_authenticated,
+                who.certificate.clone(),
+                who.credentials,
+            )
         };
         // TLS (if any), the hello and authentication: all within the
         // handshake timeout, all before anything else is read.
@@ -218,7 +254,7 @@ pub(super) async fn serve(slot: ConnectionSlot, socket: Socket) {
         }));
         let conn = Connection::new(
             &shared.config,
-            peer_limit,
+            Some(peer_limit),
             Labels { local, peer },
             Arc::new(host),
             shared.gauges.connection.clone(),

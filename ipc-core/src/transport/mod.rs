@@ -149,7 +149,8 @@ impl fmt::Display for Address {
 impl FromStr for Address {
     type Err = Error;
 
-    /// Parses `HOST:PORT`, `tcp:HOST:PORT` or `unix:PATH` (see [`Address`]).
+    /// Parses `HOST:PORT`, `tcp:HOST:PORT`, `tls://HOST:PORT` or `unix:PATH`
+    /// (see [`Address`]). An IPv6 host is written in brackets (`[::1]:9099`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(path) = s.strip_prefix(UNIX_PREFIX) {
             return if path.is_empty() {
@@ -161,20 +162,69 @@ impl FromStr for Address {
                 Ok(Self::Unix(PathBuf::from(path)))
             };
         }
-        let (tls, s) = match s.strip_prefix(TLS_PREFIX) {
+        let (tls, rest) = match s.strip_prefix(TLS_PREFIX) {
             Some(rest) => (true, rest),
             None => (false, s.strip_prefix(TCP_PREFIX).unwrap_or(s)),
         };
-        match s.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(if tls {
-                Self::Tls(s.to_owned())
-            } else {
-                Self::Tcp(s.to_owned())
-            }),
-            _ => Err(Error::InvalidAddress {
-                addr: s.to_owned(),
-                reason: "expected HOST:PORT or unix:PATH, for example localhost:9099",
-            }),
+        check_host_port(rest).map_err(|reason| Error::InvalidAddress {
+            addr: s.to_owned(),
+            reason,
+        })?;
+        Ok(if tls {
+            Self::Tls(rest.to_owned())
+        } else {
+            Self::Tcp(rest.to_owned())
+        })
+    }
+}
+
+/// Checks `HOST:PORT`: a port 0..=65535; a host that is a name or an IPv4
+/// address, or an IPv6 address in brackets.
+fn check_host_port(s: &str) -> Result<(), &'static str> {
+    const EXPECTED: &str = "expected HOST:PORT, tls://HOST:PORT or unix:PATH, for example \
+                            localhost:9099";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(EXPECTED);
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(EXPECTED);
+    }
+    if port.parse::<u16>().is_err() {
+        return Err("the port must be between 0 and 65535");
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        return match inner.strip_suffix(']') {
+            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => Ok(()),
+            _ => Err("expected an IPv6 address in brackets, for example [::1]:9099"),
+        };
+    }
+    if host.contains(':') {
+        return Err("write an IPv6 address in brackets, for example [::1]:9099");
+    }
+    let name_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if !name_ok {
+        return Err(EXPECTED);
+    }
+    Ok(())
+}
+
+impl Address {
+    /// Checks an address made with `From<&str>` (which accepts anything) as
+    /// [`str::parse`] would: connecting and binding do, before any I/O.
+    pub fn check(&self) -> Result<(), Error> {
+        let invalid = |reason| Error::InvalidAddress {
+            addr: self.to_string(),
+            reason,
+        };
+        match self {
+            Self::Tcp(s) | Self::Tls(s) => check_host_port(s).map_err(invalid),
+            Self::Unix(p) if p.as_os_str().is_empty() => {
+                Err(invalid("expected unix:PATH, for example unix:/tmp/ipc.sock"))
+            }
+            Self::Unix(_) => Ok(()),
         }
     }
 }
@@ -193,16 +243,16 @@ impl From<&Address> for Address {
 
 impl From<&str> for Address {
     /// `unix:PATH` is a Unix socket path; anything else is taken as a TCP
-    /// `host:port` (an optional `tcp:` prefix removed), as is, and checked
-    /// when used. Use [`str::parse`] to check it at once.
+    /// `host:port` (an optional `tcp:` prefix removed), as is. It is checked
+    /// ([`Address::check`]) before connecting or binding, so a malformed one
+    /// fails with `Error::InvalidAddress` naming it before any I/O. Use
+    /// [`str::parse`] to check it at once.
     fn from(s: &str) -> Self {
         if let Some(path) = s.strip_prefix(UNIX_PREFIX) {
             return Self::Unix(PathBuf::from(path));
         }
-        if let Some(rest) = s.strip_prefix(TLS_PREFIX) {
-            return Self::Tls(rest.to_owned());
-        }
-        Self::Tcp(s.strip_prefix(TCP_PREFIX).unwrap_or(s).to_owned())
+        // A malformed address is kept as written, so the error names it.
+        s.parse().unwrap_or_else(|_| Self::Tcp(s.to_owned()))
     }
 }
 
@@ -342,6 +392,7 @@ impl Listener {
     /// Binds at once; a busy port or a live socket is an error naming the
     /// address, never a retry. A Unix socket file gets permissions `mode`.
     pub(crate) async fn bind(addr: &Address, mode: u32) -> Result<(Self, Address), Error> {
+        addr.check()?;
         match addr {
             Address::Tcp(s) | Address::Tls(s) => {
                 let bind_err = |source| Error::Bind {
@@ -405,6 +456,7 @@ impl Listener {
 /// Connects to `addr`, trying each resolved address in turn. TLS, if the
 /// address asks for it, is the caller's next step.
 pub(crate) async fn connect(addr: &Address) -> Result<Socket, Error> {
+    addr.check()?;
     match addr {
         Address::Tcp(s) | Address::Tls(s) => {
             let stream = TcpStream::connect(s.as_str())
@@ -512,11 +564,23 @@ mod tests {
             "host:notaport",
             "tcp:",
             "host:70000",
+            "localhost:99999",
+            "::1:80",
+            "tcp://x",
+            "tcp://x:80",
+            "[::1:80",
+            "[nothost]:80",
+            "local host:80",
+            "host:+80",
+            "tls://",
         ] {
             assert!(
-                matches!(parse(s), Err(Error::InvalidAddress { .. })),
-                "{s:?} parsed"
+                matches!(parse(s), Err(Error::InvalidAddress { ref addr, .. }) if addr == s),
+                "{s:?} parsed, or the error does not name it"
             );
+            if !s.starts_with(UNIX_PREFIX) || s == "unix:" {
+                assert!(Address::from(s).check().is_err(), "{s:?} passed the check");
+            }
         }
     }
 

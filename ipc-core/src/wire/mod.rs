@@ -79,6 +79,11 @@ pub const SYSTEM_SCHEMA: u16 = 2;
 /// Object handles from this one up name objects exported on one connection
 /// (callbacks, returned objects); below it, a server's named objects.
 pub const EXPORT_BASE: u32 = 1 << 31;
+/// Handles from this one up to [`EXPORT_BASE`] stand for the object found
+/// by a lookup on this connection: `LOOKUP_BASE + n` for the lookup read
+/// (n+1)-th, usable before its answer arrives. Below it, a server's named
+/// objects by their own handles.
+pub const LOOKUP_BASE: u32 = 1 << 30;
 /// GoAway reason: the sender is shutting down.
 pub const GOAWAY_SHUTDOWN: u64 = 0;
 /// GoAway reason (sent instead of a Hello): the server is at its connection limit.

@@ -205,3 +205,48 @@ fn control_frames_with_extra_bytes_are_errors() {
     b.extend_from_slice(&[1, 2, 3]);
     assert!(parse(Bytes::from(b)).is_err());
 }
+
+/// `Vec<u8>` arguments and returns are written by generated code through
+/// `ByteVec`/`OptByteVec` as one block: the bytes must be the documented
+/// layout (a `u64` length, then the bytes), the same as serde's sequence of
+/// `u8`, and each form must read the other's.
+#[test]
+fn byte_vectors_are_a_u64_length_then_the_bytes() {
+    use crate::byte_vec::{ByteVec, OptByteVec};
+    for len in [0usize, 1, 255, 65_536] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let documented = [&(len as u64).to_le_bytes()[..], &data].concat();
+        let block = encode_to_vec(&ByteVec(data.clone())).unwrap();
+        assert_eq!(block, documented, "ByteVec, {len} bytes");
+        assert_eq!(
+            encode_to_vec(&data).unwrap(),
+            documented,
+            "Vec<u8>, {len} bytes"
+        );
+        assert_eq!(decode::<ByteVec>(&documented).unwrap().0, data);
+        assert_eq!(decode::<Vec<u8>>(&block).unwrap(), data);
+
+        // As an argument tuple, between other values.
+        let args = (7u32, ByteVec(data.clone()), String::from("x"));
+        let plain = (7u32, data.clone(), String::from("x"));
+        assert_eq!(
+            encode_to_vec(&args).unwrap(),
+            encode_to_vec(&plain).unwrap()
+        );
+
+        // Option: a u8 tag, then the block.
+        let some = [&[1u8][..], &documented].concat();
+        assert_eq!(
+            encode_to_vec(&OptByteVec(Some(data.clone()))).unwrap(),
+            some
+        );
+        assert_eq!(encode_to_vec(&Some(data.clone())).unwrap(), some);
+        assert_eq!(decode::<OptByteVec>(&some).unwrap().0, Some(data));
+    }
+    assert_eq!(encode_to_vec(&OptByteVec(None)).unwrap(), [0u8]);
+    assert_eq!(decode::<OptByteVec>(&[0u8]).unwrap().0, None);
+    // A length claiming more bytes than the body holds is an error, not an
+    // allocation of the claimed size.
+    let lying = [&(1u64 << 40).to_le_bytes()[..], &[1, 2, 3]].concat();
+    assert!(decode::<ByteVec>(&lying).is_err());
+}

@@ -4,7 +4,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{quote, quote_spanned};
 
-use crate::codegen::proxy_ident;
+use crate::codegen::{from_wire, proxy_ident, to_wire};
 use crate::model::{Output, Trait};
 
 pub(crate) fn generate(model: &Trait) -> TokenStream {
@@ -71,8 +71,17 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         // The body is spanned at the method's name, so an argument or return
         // type that is not `Serialize`/`DeserializeOwned` is reported at the
         // trait method rather than at `#[expose]`.
-        let body = quote_spanned! {ident.span()=>
-            self.__ipc_object.#call(#index, (#(#names,)*)).await
+        let sent = m.args.iter().map(|a| to_wire(a.wire, &a.ident));
+        let body = match from_wire(m.returns_wire) {
+            None => quote_spanned! {ident.span()=>
+                self.__ipc_object.#call(#index, (#(#sent,)*)).await
+            },
+            Some(unwrap) => quote_spanned! {ident.span()=>
+                ::core::result::Result::map(
+                    self.__ipc_object.#call(#index, (#(#sent,)*)).await,
+                    #unwrap,
+                )
+            },
         };
         quote! {
             #docs

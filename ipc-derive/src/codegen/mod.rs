@@ -12,7 +12,7 @@ use quote::{ToTokens, format_ident, quote};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemTrait, Pat, TraitItem};
 
-use crate::model::Trait;
+use crate::model::{Trait, Wire};
 
 /// The rewritten trait, its server adapter and its client proxy.
 pub(crate) fn generate(model: &Trait) -> TokenStream {
@@ -72,4 +72,34 @@ pub(crate) fn proxy_ident(model: &Trait) -> syn::Ident {
 
 pub(crate) fn server_ident(model: &Trait) -> syn::Ident {
     format_ident!("{}Server", model.ident)
+}
+
+/// The generated type a value of this form travels as, if not its own (a
+/// tuple struct: also its constructor, and a pattern with a binding).
+pub(crate) fn wire_type(wire: Wire) -> Option<TokenStream> {
+    match wire {
+        Wire::Serde => None,
+        Wire::ByteVec => Some(quote!(::ipc_core::__private::ByteVec)),
+        Wire::OptByteVec => Some(quote!(::ipc_core::__private::OptByteVec)),
+    }
+}
+
+/// `value` as it is written to the wire; with a binding for `value`, the
+/// pattern that unwraps it when read.
+pub(crate) fn to_wire(wire: Wire, value: impl ToTokens) -> TokenStream {
+    match wire_type(wire) {
+        None => value.into_token_stream(),
+        Some(t) => quote!(#t(#value)),
+    }
+}
+
+/// The type a value declared `ty` is read from the wire as.
+pub(crate) fn wire_read_type(wire: Wire, ty: impl ToTokens) -> TokenStream {
+    wire_type(wire).unwrap_or_else(|| ty.into_token_stream())
+}
+
+/// The function that turns the wire form back into the declared type
+/// (`None`: no conversion).
+pub(crate) fn from_wire(wire: Wire) -> Option<TokenStream> {
+    wire_type(wire).map(|t| quote!(#t::into_inner))
 }

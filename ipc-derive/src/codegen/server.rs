@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 
-use crate::codegen::{proxy_ident, server_ident};
+use crate::codegen::{proxy_ident, server_ident, to_wire, wire_read_type, wire_type};
 use crate::model::{Output, Trait};
 
 pub(crate) fn generate(model: &Trait) -> TokenStream {
@@ -22,13 +22,21 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         let index = u16::try_from(index).unwrap_or(u16::MAX);
         let ident = &m.ident;
         let names: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
-        let types: Vec<_> = m.args.iter().map(|a| &a.ty).collect();
+        let patterns = m.args.iter().map(|a| to_wire(a.wire, &a.ident));
+        let types = m.args.iter().map(|a| wire_read_type(a.wire, &a.ty));
         let reply = match &m.output {
             Output::Value => {
-                quote_spanned!(ident.span()=> ::ipc_core::__private::Reply::value(&__ipc_out))
+                let out = to_wire(m.returns_wire, quote_spanned!(ident.span()=> __ipc_out));
+                quote_spanned!(ident.span()=> ::ipc_core::__private::Reply::value(&#out))
             }
             Output::Fallible { .. } => {
-                quote_spanned!(ident.span()=> ::ipc_core::__private::Reply::result(&__ipc_out))
+                let out = match wire_type(m.returns_wire) {
+                    None => quote_spanned!(ident.span()=> __ipc_out),
+                    Some(t) => {
+                        quote_spanned!(ident.span()=> ::core::result::Result::map(__ipc_out, #t))
+                    }
+                };
+                quote_spanned!(ident.span()=> ::ipc_core::__private::Reply::result(&#out))
             }
             Output::Stream => {
                 quote_spanned!(ident.span()=> ::ipc_core::__private::stream_reply(__ipc_out))
@@ -40,7 +48,7 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         // Spanned at the method's name, as in the proxy.
         quote_spanned! {ident.span()=>
             #index => {
-                let (#(#names,)*): (#(#types,)*) =
+                let (#(#patterns,)*): (#(#types,)*) =
                     ::ipc_core::__private::decode_args(__ipc_args)?;
                 let ::core::option::Option::Some(__ipc_this) = self.__ipc_instance.shared() else {
                     return ::core::result::Result::Err(

@@ -90,7 +90,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The client sees the server is gone: a connection error, not a hang.
     match calc.add(1, 1).await {
-        Err(e) if e.is_connection_error() => println!("8. add(1, 1) after stop: {e}"),
+        // Which connection error depends on timing (the server's goodbye,
+        // or a refused reconnect); the demo's output does not.
+        Err(e) if e.is_connection_error() => {
+            println!("8. add(1, 1) after stop: a connection error, as expected");
+            tracing::debug!(error = %e, "the call after stop");
+        }
         other => return Err(format!("expected a connection error, got {other:?}").into()),
     }
     Ok(())
