@@ -340,32 +340,6 @@ impl State {
         let version = self.versions.take();
         let new_cost = charge(&author, &name, &value);
         let a = self.authors.entry(author.clone()).or_default();
-        let was_persistent = match a.keys.get_mut(&name) {
-            Some(slot) => {
-                self.bytes -= charge(&author, &name, &slot.value);
-                let was = slot.persistent;
-                slot.value = value.clone();
-                slot.version = version;
-                slot.persistent = persist;
-                was
-            }
-            None => {
-                if a.keys.is_empty() {
-                    self.with_keys += 1;
-                }
-                self.keys += 1;
-                a.keys.insert(
-                    name.clone(),
-                    Slot {
-                        value: value.clone(),
-                        version,
-                        persistent: persist,
-                    },
-                );
-                false
-            }
-        };
-        self.bytes += new_cost;
         a.publish(&name, version, || {
             let cost = author.len() + name.len() + value.size() + EVENT_OVERHEAD;
             let event = WatchEvent::Set {
@@ -377,8 +351,43 @@ impl State {
             };
             (event, cost)
         });
-        let write = if persist {
-            Some(Write::Put {
+        // The value is copied (a reference count and its type name) only
+        // when the disk needs it too.
+        let (value, on_disk) = if persist {
+            (value.clone(), Some(value))
+        } else {
+            (value, None)
+        };
+        let slot = Slot {
+            value,
+            version,
+            persistent: persist,
+        };
+        let (was_persistent, name) = match a.keys.get_mut(&name) {
+            Some(old) => {
+                self.bytes -= charge(&author, &name, &old.value);
+                let was = old.persistent;
+                *old = slot;
+                (was, Some(name))
+            }
+            None => {
+                if a.keys.is_empty() {
+                    self.with_keys += 1;
+                }
+                self.keys += 1;
+                // The name is needed again only for a disk write.
+                if persist {
+                    a.keys.insert(name.clone(), slot);
+                    (false, Some(name))
+                } else {
+                    a.keys.insert(name, slot);
+                    (false, None)
+                }
+            }
+        };
+        self.bytes += new_cost;
+        let write = match (on_disk, name) {
+            (Some(value), Some(name)) => Some(Write::Put {
                 author,
                 name,
                 record: Record {
@@ -386,11 +395,9 @@ impl State {
                     persistent: true,
                     value,
                 },
-            })
-        } else if was_persistent {
-            Some(Write::Remove { author, name })
-        } else {
-            None
+            }),
+            (None, Some(name)) if was_persistent => Some(Write::Remove { author, name }),
+            _ => None,
         };
         (version, write)
     }
