@@ -187,10 +187,12 @@ impl Store {
         let (fits, raise) = state.versions.check(n, ceiling);
         if let Some(c) = raise {
             // Not fatal by itself: if it cannot be queued, the versions run
-            // out later and that change reports the error.
+            // out later and that change reports the error (below).
             let _ = state.send(Job::unwaited(vec![Write::Ceiling(c)]));
         }
         if !fits {
+            // Waiting makes sense only if a committer can raise the ceiling.
+            state.disk_ready()?;
             return Ok(None);
         }
         match op.take() {
@@ -405,5 +407,29 @@ mod tests {
             }
             store.close().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_refuses_disk_changes_and_does_not_wait_for_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with_block(dir.path(), Limits::default(), 4).unwrap();
+        store.close().await;
+        let closed = StoreError::storage("the store is closed");
+        assert_eq!(
+            store.set("a".into(), "p".into(), value("x"), true).await,
+            Err(closed.clone())
+        );
+        // In memory it goes on until the versions reserved on disk run out;
+        // then it fails instead of waiting for a raise that cannot come.
+        let mut results = Vec::new();
+        for i in 0..10 {
+            results.push(
+                store
+                    .set("a".into(), format!("m{i}"), value("x"), false)
+                    .await,
+            );
+        }
+        assert!(results[0].is_ok());
+        assert_eq!(results.last(), Some(&Err(closed)));
     }
 }

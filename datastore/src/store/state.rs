@@ -179,14 +179,17 @@ impl State {
     }
 
     /// An error if changes that need the disk cannot be made now.
-    fn disk_ready(&self) -> Result<(), StoreError> {
+    pub(crate) fn disk_ready(&self) -> Result<(), StoreError> {
         if let Some(e) = self.status.failure() {
             return Err(e);
         }
-        if self.committer.is_none() {
-            return Err(StoreError::storage("the store is closed"));
+        match &self.committer {
+            None => Err(StoreError::storage("the store is closed")),
+            Some(c) if c.is_closed() => {
+                Err(StoreError::storage("the committer thread has stopped"))
+            }
+            Some(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// Queues `writes`; the receiver answers once they are durable.
