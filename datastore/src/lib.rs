@@ -21,7 +21,7 @@
 //! watch AUTHOR`...).
 //!
 //! ```
-//! use ipc_datastore::{DataStoreClient, DataStoreServer, Limits, Store};
+//! use ipc_datastore::{DataStoreClient, DataStoreServer, Limits, Store, WatchEvent};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
@@ -33,11 +33,24 @@
 //!     .await?;
 //!
 //! let client = DataStoreClient::connect(server.local_addr()).await?;
+//! let mut changes = client.proxy().watch("player".into(), None).await?;
+//!
 //! let v1 = client.set("player", "volume", &80u8, true).await?; // on disk now
 //! let got = client.get::<u8>("player", "volume").await?.ok_or("missing")?;
 //! assert_eq!((got.value, got.version), (80, v1));
 //! // A wrong type is a typed error, not garbage:
 //! assert!(client.get::<String>("player", "volume").await.is_err());
+//! // Read-modify-write without races (compare-and-set, retried):
+//! let plays = client.update("player", "plays", false, |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+//! assert_eq!(plays.value, 1);
+//!
+//! // The watch saw both changes, in order.
+//! use futures::StreamExt;
+//! match changes.next().await {
+//!     Some(Ok(WatchEvent::Set { name, version, .. })) => assert_eq!((name.as_str(), version), ("volume", v1)),
+//!     other => panic!("{other:?}"),
+//! }
+//! assert!(matches!(changes.next().await, Some(Ok(WatchEvent::Set { name, .. })) if name == "plays"));
 //!
 //! server.stop().await;
 //! store.close().await;
