@@ -47,10 +47,10 @@ IN_FLIGHT = 64
 def serve_pyro() -> None:
     """Child process: a Pyro5 daemon exposing ``Calculator.add``; prints its URI."""
     import Pyro5.api
-    import Pyro5.config
+    from Pyro5 import config  # an object in Pyro5's package, not a module
 
-    Pyro5.config.SERVERTYPE = "thread"
-    Pyro5.config.THREADPOOL_SIZE = 80
+    config.SERVERTYPE = "thread"
+    config.THREADPOOL_SIZE = 80
 
     @Pyro5.api.expose
     class Calculator:
@@ -172,10 +172,10 @@ def find_hello_server(given: Optional[str]) -> str:
 def start(command: List[str], prefix: str = "") -> "tuple[subprocess.Popen[str], str]":
     """Starts a server process and returns it with the first line it prints
     (after ``prefix``): its address or URI."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=None, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
-    if not line.startswith(prefix):
+    if not line or not line.startswith(prefix):
         proc.kill()
         sys.exit(f"bench.py: {command[0]} said {line!r}")
     return proc, line[len(prefix) :]

@@ -60,6 +60,7 @@ class Concurrency(AsyncTestCase):
 
 class CancellationAndDeadlines(AsyncTestCase):
     async def asyncSetUp(self) -> None:
+        await super().asyncSetUp()
         self.client = await ipc.aio.connect(KITCHEN())
         self.kitchen = await self.client.get_exposed_object("Kitchen")
         self.control_client = await ipc.aio.connect(CONTROL())
