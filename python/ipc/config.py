@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import NamedTuple, Optional, Union
@@ -59,31 +60,44 @@ class Address(NamedTuple):
 
 
 def parse_address(addr: Union[str, Address]) -> Address:
-    """Parses ``HOST:PORT``, ``tcp:HOST:PORT`` (``[::1]:9099`` for IPv6) or
-    ``unix:PATH``. ``tls://`` addresses are refused: this client does not
-    speak TLS (use a Unix socket, or a TLS tunnel)."""
+    """Parses ``HOST:PORT``, ``tcp:HOST:PORT`` or ``unix:PATH`` as strictly
+    as Rust's ``Address`` does, before any I/O: a port 0 to 65535, a host
+    that is a name (letters, digits, ``.``, ``-``, ``_``) or an IPv4
+    address, or an IPv6 address in brackets (``[::1]:9099``). ``tls://``
+    addresses are refused: this client does not speak TLS (use a Unix
+    socket, or a TLS tunnel)."""
     if isinstance(addr, Address):
         return addr
-    text = addr.strip()
-    if text.startswith("unix:"):
-        path = text[len("unix:") :]
+    if not isinstance(addr, str):
+        raise InvalidAddress(repr(addr), "an address is a str, for example localhost:9099")
+    if addr.startswith("unix:"):
+        path = addr[len("unix:") :]
         if not path:
             raise InvalidAddress(addr, "expected unix:PATH, for example unix:/tmp/ipc.sock")
         return Address("unix", path=path)
-    if text.startswith("tls://"):
+    if addr.startswith("tls://"):
         raise ConfigError(
             f"`{addr}` is a TLS address; the Python client speaks plain TCP and Unix "
             "sockets only (use unix:PATH, or tunnel TLS)"
         )
-    if text.startswith("tcp:"):
-        text = text[len("tcp:") :]
+    text = addr[len("tcp:") :] if addr.startswith("tcp:") else addr
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise InvalidAddress(addr, "expected HOST:PORT or unix:PATH, for example localhost:9099")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise InvalidAddress(addr, "write an IPv6 address in brackets: [::1]:9099")
+    expected = "expected HOST:PORT or unix:PATH, for example localhost:9099"
+    if not sep or not port_text or not (port_text.isascii() and port_text.isdigit()):
+        raise InvalidAddress(addr, expected)
+    if int(port_text) > 65535:
+        raise InvalidAddress(addr, "the port must be between 0 and 65535")
+    if host.startswith("["):
+        inner = host[1:-1] if host.endswith("]") else ""
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise InvalidAddress(addr, "expected an IPv6 address in brackets, for example [::1]:9099") from None
+        return Address("tcp", host=inner, port=int(port_text))
+    if ":" in host:
+        raise InvalidAddress(addr, "write an IPv6 address in brackets, for example [::1]:9099")
+    if not host or not all(c.isascii() and (c.isalnum() or c in ".-_") for c in host):
+        raise InvalidAddress(addr, expected)
     return Address("tcp", host=host, port=int(port_text))
 
 

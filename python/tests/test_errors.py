@@ -103,9 +103,19 @@ class FrameworkErrors(TestCase):
         self.assertIn(addr, str(caught.exception))
 
     def test_malformed_addresses_are_invalid_address(self) -> None:
-        for addr in ["nonsense", "host:port", "host:99999", "unix:", "::1:80"]:
+        bad = ["nonsense", "host:port", "host:99999", "unix:", "::1:80", " localhost:9099", "local host:1",
+               "a/b:1", ":9099", "host:", "host:\u00b2", "[::1:80", "[example.com]:80", "tcp:", "localhost:+1"]
+        for addr in bad:
             with self.subTest(addr=addr), self.assertRaises(ipc.InvalidAddress):
                 ipc.connect(addr)
+        # As strict as Rust's Address, which accepts these:
+        from ipc.config import parse_address
+
+        for addr, host, port in [("[::1]:80", "::1", 80), ("tcp:my_host-1.lan:0", "my_host-1.lan", 0),
+                                 ("127.0.0.1:65535", "127.0.0.1", 65535)]:
+            with self.subTest(addr=addr):
+                parsed = parse_address(addr)
+                self.assertEqual((parsed.kind, parsed.host, parsed.port), ("tcp", host, port))
         with self.assertRaises(ValueError):
             ipc.connect("nonsense")
         with self.assertRaises(ipc.ConfigError):
