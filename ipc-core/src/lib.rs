@@ -89,10 +89,10 @@ mod remote;
 pub mod schema;
 mod scope;
 pub mod server;
-pub mod telemetry;
 pub mod service;
 mod signal;
 mod stream;
+pub mod telemetry;
 pub mod transport;
 pub mod wire;
 
