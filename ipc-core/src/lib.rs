@@ -87,10 +87,10 @@ mod payload;
 mod remote;
 mod scope;
 pub mod server;
-pub mod telemetry;
 pub mod service;
 mod signal;
 mod stream;
+pub mod telemetry;
 pub mod transport;
 pub mod wire;
 

@@ -221,9 +221,9 @@ impl Address {
         };
         match self {
             Self::Tcp(s) | Self::Tls(s) => check_host_port(s).map_err(invalid),
-            Self::Unix(p) if p.as_os_str().is_empty() => {
-                Err(invalid("expected unix:PATH, for example unix:/tmp/ipc.sock"))
-            }
+            Self::Unix(p) if p.as_os_str().is_empty() => Err(invalid(
+                "expected unix:PATH, for example unix:/tmp/ipc.sock",
+            )),
             Self::Unix(_) => Ok(()),
         }
     }
