@@ -103,7 +103,7 @@ pub use object::{MethodInfo, ObjectDescriptor, ObjectInfo};
 pub use payload::Bytes;
 pub use remote::{Remote, Serves};
 pub use server::{Server, ServerBuilder, ServerHandle};
-pub use service::Service;
+pub use service::{Handler, Service};
 pub use signal::shutdown_signal;
 pub use stream::Streaming;
 /// The token that drives graceful shutdown ([`ServerBuilder::shutdown_token`]),
@@ -131,7 +131,10 @@ pub mod __private {
     pub use crate::client::{ObjectRef, Proxy};
     pub use crate::object::{MethodDescriptor, ObjectDescriptor};
     pub use crate::remote::Serves;
-    pub use crate::service::{DispatchError, HandlerFuture, Instance, Reply, Service, decode_args};
+    pub use crate::service::{
+        DispatchError, HandlerFuture, Instance, Reply, Service, check_argument, check_returned,
+        decode_args,
+    };
     pub use crate::stream::{Streaming, stream_reply, stream_result_reply};
     pub use bytes::Bytes as FrameBytes;
 }
