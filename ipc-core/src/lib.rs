@@ -106,7 +106,7 @@ pub use payload::Bytes;
 pub use remote::{Remote, Serves};
 pub use schema::ObjectSchema;
 pub use server::{Server, ServerBuilder, ServerHandle};
-pub use service::Service;
+pub use service::{Handler, Service};
 pub use signal::shutdown_signal;
 pub use stream::Streaming;
 /// The token that drives graceful shutdown ([`ServerBuilder::shutdown_token`]),
@@ -137,7 +137,10 @@ pub mod __private {
     pub use crate::schema::{
         Output as SchemaOutput, SchemaProbe, SchemaTracer, TraceOther, TraceSerde, TraitSchema,
     };
-    pub use crate::service::{DispatchError, HandlerFuture, Instance, Reply, Service, decode_args};
+    pub use crate::service::{
+        DispatchError, HandlerFuture, Instance, Reply, Service, check_argument, check_returned,
+        decode_args,
+    };
     pub use crate::stream::{Streaming, stream_reply, stream_result_reply};
     pub use bytes::Bytes as FrameBytes;
 }

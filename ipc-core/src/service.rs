@@ -155,6 +155,51 @@ pub enum DispatchError {
     NoInstance,
 }
 
+/// A type that can be an argument of an exposed method; checked by the code
+/// `#[expose]` generates, so that a type that cannot travel is reported at
+/// the argument that names it.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an argument of an exposed method",
+    label = "arguments must implement `Serialize` + `DeserializeOwned`",
+    note = "derive both on the type: `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
+pub trait Argument {}
+
+impl<T: Serialize + serde::de::DeserializeOwned> Argument for T {}
+
+/// A type that can be returned by an exposed method (as a value, or as the
+/// `Ok` or `Err` of a `Result`, or as a stream's items).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned by an exposed method",
+    label = "return values (a `Result`'s `Ok` and `Err`, a stream's items) must implement \
+             `Serialize` + `DeserializeOwned`",
+    note = "derive both on the type: `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
+pub trait Returned {}
+
+impl<T: Serialize + serde::de::DeserializeOwned> Returned for T {}
+
+/// What a method of an `#[expose]` trait returns: a future of its declared
+/// return type. Implementations write `async fn`, which gives one; the
+/// trait's documentation shows `impl Handler<T> + Send`.
+#[diagnostic::on_unimplemented(
+    message = "a method of an `#[expose]` trait must be `async`: `{Self}` is not a future",
+    label = "write `async fn` here, as in the trait"
+)]
+pub trait Handler<T>: Future<Output = T> {}
+
+impl<F: Future<Output = T>, T> Handler<T> for F {}
+
+/// Compiles only if `T` can be an argument.
+#[doc(hidden)]
+pub fn check_argument<T: Argument>() {}
+
+/// Compiles only if `T` can be returned.
+#[doc(hidden)]
+pub fn check_returned<T: Returned>() {}
+
 /// Decodes a method's argument tuple (used by generated code).
 pub fn decode_args<A: serde::de::DeserializeOwned>(
     bytes: &bytes::Bytes,

@@ -14,6 +14,7 @@ use std::time::Instant;
 use metrics::{Counter, Gauge, Histogram};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::transport::Stream;
 use crate::wire::Status;
 
 /// Calls finished, by `object`, `method` and `outcome`.
@@ -229,18 +230,20 @@ impl ServerMetrics {
         OpenConnection(self.connections.clone())
     }
 
-    /// Wraps a connection's byte stream halves to count what crosses them.
-    pub(crate) fn count<R, W>(&self, read: R, write: W) -> (Counted<R>, Counted<W>) {
-        (
-            Counted {
-                inner: read,
+    /// Wraps a connection's byte stream to count what crosses it (after TLS
+    /// decryption, before it, on the way out).
+    pub(crate) fn count(&self, stream: Stream) -> Stream {
+        Stream {
+            read: Box::new(Counted {
+                inner: stream.read,
                 bytes: self.received.clone(),
-            },
-            Counted {
-                inner: write,
+            }),
+            write: Box::new(Counted {
+                inner: stream.write,
                 bytes: self.sent.clone(),
-            },
-        )
+            }),
+            ..stream
+        }
     }
 }
 

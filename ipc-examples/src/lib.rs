@@ -20,6 +20,7 @@
 //! ```
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -101,6 +102,7 @@ impl Calculator for Calc {
 /// | `--cert PATH`, `--key PATH` | a certificate chain and its private key, PEM: the server's for TLS, or the client's for mutual TLS |
 /// | `--client-ca PATH` | (server) require client certificates signed by this CA: mutual TLS |
 /// | `--ca PATH` | (client) trust this CA for the server's certificate |
+/// | `--metrics HOST:PORT` | (server) serve Prometheus metrics at `http://HOST:PORT/metrics` |
 ///
 /// TLS is used when the address is `tls://HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +122,8 @@ pub struct Args {
     pub client_ca: Option<PathBuf>,
     /// `--ca PATH`.
     pub ca: Option<PathBuf>,
+    /// `--metrics HOST:PORT`: where to serve Prometheus metrics.
+    pub metrics: Option<SocketAddr>,
     /// The other arguments, in order. `--` ends the options, so a name may
     /// start with `-`.
     pub rest: Vec<String>,
@@ -136,13 +140,14 @@ pub enum ArgsError {
 }
 
 /// The options that take a value.
-const VALUED: [&str; 6] = [
+const VALUED: [&str; 7] = [
     "--addr",
     "--key-file",
     "--cert",
     "--key",
     "--client-ca",
     "--ca",
+    "--metrics",
 ];
 
 impl Args {
@@ -155,7 +160,7 @@ impl Args {
     /// unknown option, a missing value, a malformed `--addr`, or an option
     /// given twice.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, ArgsError> {
-        let mut values: [Option<String>; 6] = Default::default();
+        let mut values: [Option<String>; 7] = Default::default();
         let mut rest = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -189,7 +194,7 @@ impl Args {
                 return Err(ArgsError::Invalid(format!("`{name}` given twice")));
             }
         }
-        let [addr, key_file, cert, key, client_ca, ca] = values;
+        let [addr, key_file, cert, key, client_ca, ca, metrics] = values;
         Ok(Self {
             addr: match addr {
                 Some(a) => parse_addr(&a)?,
@@ -200,6 +205,14 @@ impl Args {
             key: key.map(PathBuf::from),
             client_ca: client_ca.map(PathBuf::from),
             ca: ca.map(PathBuf::from),
+            metrics: match metrics {
+                Some(m) => Some(m.parse().map_err(|e| {
+                    ArgsError::Invalid(format!(
+                        "`--metrics {m}`: {e} (give an IP address and a port, e.g. 127.0.0.1:9100)"
+                    ))
+                })?),
+                None => None,
+            },
             rest,
         })
     }
@@ -288,6 +301,21 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Installs a Prometheus recorder for the `metrics` facade and serves what it
+/// records as text at `http://ADDR/metrics` (on the current runtime). Call
+/// it before starting a server, whose metric handles are taken from the
+/// recorder installed then. Metric names: [`ipc_core::telemetry`].
+///
+/// # Errors
+///
+/// The address cannot be bound, or another recorder is installed.
+pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
+}
+
 /// Starts `server`, prints `listening on ADDR` (flushed: whoever started the
 /// program may be waiting for that line), serves until Ctrl-C (SIGINT) or
 /// SIGTERM, then shuts down gracefully: calls in flight finish, a Unix
@@ -339,6 +367,7 @@ mod tests {
             key: None,
             client_ca: None,
             ca: None,
+            metrics: None,
             rest,
         }
     }

@@ -645,3 +645,86 @@ fn hello_with_a_key_file_then_over_tls_and_mutual_tls() {
     assert!(server.wait(Duration::from_secs(5)).success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The body of `GET /metrics` from `addr` (HOST:PORT).
+fn scrape(addr: &str) -> String {
+    use std::io::Write;
+    let mut socket = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
+    socket.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    socket
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("send the request");
+    let mut response = String::new();
+    socket
+        .read_to_string(&mut response)
+        .expect("read the response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+#[test]
+fn server_with_metrics_serves_prometheus_counters_after_a_few_calls() {
+    let metrics_addr = unused_addr();
+    let mut server = hello_server(&["--addr", "127.0.0.1:0", "--metrics", &metrics_addr]);
+    server.expect_line(&format!("metrics on http://{metrics_addr}/metrics"));
+    let line = server.next_line();
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"))
+        .to_owned();
+    for name in ["Ada", "Grace", "Edsger"] {
+        let out = hello_client(&["--addr", &addr, name]);
+        assert!(
+            out.status.success(),
+            "{:?}; stderr: {}",
+            out.status,
+            out.stderr
+        );
+    }
+    let body = scrape(&metrics_addr);
+    let sample = |name: &str, labels: &[&str]| -> Option<String> {
+        body.lines()
+            .find(|l| {
+                l.starts_with(name)
+                    && l[name.len()..].starts_with(['{', ' '])
+                    && labels.iter().all(|label| l.contains(label))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    let greet_ok = [
+        r#"object="Greeter""#,
+        r#"method="greet""#,
+        r#"outcome="ok""#,
+    ];
+    assert_eq!(
+        sample("ipc_server_calls_total", &greet_ok).as_deref(),
+        Some("3"),
+        "{body}"
+    );
+    assert_eq!(
+        sample("ipc_server_connections_total", &[]).as_deref(),
+        Some("3"),
+        "{body}"
+    );
+    // Open connections: the clients may or may not have been seen leaving yet.
+    assert!(sample("ipc_server_connections", &[]).is_some(), "{body}");
+    assert!(
+        sample(
+            "ipc_server_call_duration_seconds_count",
+            &[r#"method="greet""#]
+        )
+        .as_deref()
+            == Some("3"),
+        "{body}"
+    );
+    let received: u64 = sample("ipc_server_bytes_received_total", &[])
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(received > 0, "{body}");
+    server.interrupt();
+    assert!(server.wait(DEADLINE).success());
+}

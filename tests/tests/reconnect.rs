@@ -323,3 +323,82 @@ async fn under_restart_churn_no_call_fails_to_connect_while_its_policy_has_attem
     })
     .await;
 }
+
+/// A client of `addr` that waits `wait` for the server, with two attempts a
+/// round 100 ms apart (the next round is due 100 ms after one fails).
+async fn short_rounds_to(addr: &str, wait: bool) -> FlakyProxy {
+    let client = Client::builder()
+        .addr(addr)
+        .reconnect(Reconnect {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(100),
+        })
+        .wait_for_server(wait)
+        .connect()
+        .await
+        .unwrap();
+    client.get_exposed_object().await.unwrap()
+}
+
+#[tokio::test]
+async fn after_a_failed_round_calls_fail_at_once_until_the_next_round_is_due() {
+    within(30, async {
+        let (first, _s1) = serve("127.0.0.1:0", 1).await;
+        let addr = first.local_addr().to_string();
+        let proxy = short_rounds_to(&addr, false).await;
+        assert_eq!(proxy.instance().await.unwrap(), 1);
+        first.stop().await;
+        // This call makes the round of attempts (real sockets, real clock).
+        let first_failure = proxy.instance().await.unwrap_err();
+        assert!(first_failure.is_connection_error(), "{first_failure:?}");
+
+        // From here on no socket is touched until the next round is due, so
+        // the paused clock counts exactly how long the failing calls wait:
+        // a call that started a round would sleep the 100 ms backoff.
+        tokio::time::pause();
+        let began = tokio::time::Instant::now();
+        for _ in 0..100 {
+            match proxy.instance().await {
+                Err(Error::Connect { addr: a, .. }) => assert_eq!(a, addr),
+                other => panic!("expected the round's Connect error, got {other:?}"),
+            }
+        }
+        let waited = began.elapsed();
+        assert!(waited < Duration::from_millis(50), "{waited:?}");
+        tokio::time::resume();
+
+        // The server comes back; once the backoff has passed, the next call
+        // starts a round and reconnects.
+        let (second, _s2) = serve(&addr, 2).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(proxy.instance().await.unwrap(), 2);
+        second.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_told_to_wait_for_the_server_holds_calls_until_it_is_back() {
+    within(30, async {
+        let (first, _s1) = serve("127.0.0.1:0", 1).await;
+        let addr = first.local_addr().to_string();
+        let proxy = short_rounds_to(&addr, true).await;
+        assert_eq!(proxy.instance().await.unwrap(), 1);
+        first.stop().await;
+        let waiting = tokio::spawn({
+            let proxy = proxy.clone();
+            async move { proxy.instance().await }
+        });
+        // Long enough for several failed rounds of two attempts.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the call gave up instead of waiting"
+        );
+        let (second, _s2) = serve(&addr, 2).await;
+        assert_eq!(waiting.await.unwrap().unwrap(), 2);
+        second.stop().await;
+    })
+    .await;
+}

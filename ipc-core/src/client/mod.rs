@@ -482,7 +482,7 @@ async fn read_loop(
             break Closure::Lost(e.to_string());
         }
     };
-    tracing::debug!(peer = %conn.peer, ?closure, "connection ended");
+    tracing::debug!(peer = %conn.peer, %closure, "connection ended");
     conn.close(closure);
     let _ = writer.await;
 }

@@ -117,10 +117,40 @@ async fn next_frame(frames: &mut Frames) -> Result<BytesMut, Error> {
                      TLS settings on both sides"
             ),
         }),
+        // The first length prefix alone was over the handshake limit: these
+        // are not ipc frames (an HTTP request, a port scanner, ...).
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(not_an_ipc_peer(frames.read_buffer()))
+        }
         Some(Err(e)) => Err(io_to_protocol(e)),
         None => Err(Error::ConnectionLost {
             reason: "the peer closed the connection during the handshake".into(),
         }),
+    }
+}
+
+/// What bytes that cannot open an ipc connection stand for, showing (at
+/// most 24 of) them escaped.
+fn not_an_ipc_peer(start: &[u8]) -> Error {
+    let shown = start.get(..24).unwrap_or(start);
+    let http = [
+        &b"GET "[..],
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"PRI * HTTP",
+    ]
+    .iter()
+    .any(|method| start.starts_with(method));
+    Error::ProtocolMismatch {
+        detail: format!(
+            "not an ipc peer: it opened with \"{}\" instead of a hello frame{}",
+            shown.escape_ascii(),
+            if http { " (an HTTP request)" } else { "" },
+        ),
     }
 }
 

@@ -57,6 +57,18 @@ pub(crate) enum Closure {
     Handshake(Arc<Error>),
 }
 
+/// How logs name it: `closed by peer`, `lost: <why>`, ...
+impl std::fmt::Display for Closure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PeerClosed => f.write_str("closed by peer"),
+            Self::Lost(reason) => write!(f, "lost: {reason}"),
+            Self::ShuttingDown => f.write_str("shutting down"),
+            Self::Handshake(e) => write!(f, "handshake failed: {e}"),
+        }
+    }
+}
+
 impl Closure {
     pub(crate) fn to_error(&self) -> Error {
         match self {

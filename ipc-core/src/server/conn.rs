@@ -138,6 +138,18 @@ impl ServerHost {
     fn resolve(&self, conn: &Connection, request: &Request) -> Reply {
         let (found, failure) = self.look_up(conn, request);
         self.lookups.record(found);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let name = wire::decode::<ResolveRequest>(&request.args)
+                .map(|l| l.name)
+                .unwrap_or_default();
+            let result = match found {
+                Found::Object(_) => "found",
+                Found::Failed(Status::UnknownObject, _) => "unknown object",
+                Found::Failed(Status::TraitMismatch, _) => "trait mismatch",
+                Found::Failed(..) => "bad request",
+            };
+            tracing::debug!(name = %name, result, "object lookup");
+        }
         match (found, failure) {
             (_, Some(failure)) => failure,
             (Found::Object(i), None) => Reply::value(&u32::try_from(i + 1).unwrap_or(0)),
@@ -207,6 +219,10 @@ pub(super) async fn serve(slot: ConnectionSlot, socket: Socket) {
                 Some(tls) => tls.accept(socket).await?,
                 None => socket.plain(),
             };
+            let stream = match &shared.metrics {
+                Some(metrics) => metrics.count(stream),
+                None => stream,
+            };
             connection::handshake_as_server(stream, &shared.config, |who| {
                 host.authorize(&peer_of(who), Access::Connect)
             })
@@ -226,6 +242,11 @@ pub(super) async fn serve(slot: ConnectionSlot, socket: Socket) {
             }
             // Logged (rate-limited, or at info) where it was found.
             Ok(Err(Error::AuthFailed { .. } | Error::PermissionDenied { .. })) => return,
+            // An HTTP request or a port scan: worth a line, not a warning.
+            Ok(Err(e @ Error::ProtocolMismatch { .. })) => {
+                tracing::info!(error = %e, "closing connection");
+                return;
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "handshake failed; closing connection");
                 return;
@@ -246,6 +267,8 @@ pub(super) async fn serve(slot: ConnectionSlot, socket: Socket) {
             credentials,
             ..
         } = handshake;
+        let _open = shared.metrics.as_ref().map(|m| m.connection());
+        tracing::debug!(peer = %peer, connection_id, "connection accepted");
         let peer = Arc::new(peer_of(&connection::Identity {
             peer: &peer,
             key_authenticated,
@@ -263,7 +286,7 @@ pub(super) async fn serve(slot: ConnectionSlot, socket: Socket) {
         let writer = connection::spawn_writer(&conn, write);
         let _close = CloseOnDrop(conn.clone());
         let closure = run(&shared, &conn, &mut frames).await;
-        tracing::debug!(?closure, "connection closing");
+        tracing::debug!(%closure, "connection closing");
         let graceful = matches!(closure, Closure::ShuttingDown);
         conn.close(closure);
         let abort = writer.abort_handle();

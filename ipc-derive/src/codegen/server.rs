@@ -3,6 +3,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
 
 use crate::codegen::{proxy_ident, server_ident, to_wire, wire_read_type, wire_type};
 use crate::model::{Output, Trait};
@@ -65,7 +66,10 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         }
     });
 
+    let checks = type_checks(model);
     quote! {
+        #checks
+
         #[doc = #doc]
         #[allow(dead_code)]
         #vis struct #server<__IpcT> {
@@ -158,4 +162,51 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
             }
         }
     }
+}
+
+/// Calls that compile only if every argument and returned type can travel,
+/// each spanned at the type as written: a type that cannot is reported
+/// there, in the user's words, rather than inside generated code.
+fn type_checks(model: &Trait) -> TokenStream {
+    let mut checks = Vec::new();
+    for m in &model.methods {
+        for a in &m.args {
+            let ty = &a.ty;
+            checks
+                .push(quote_spanned!(ty.span()=> ::ipc_core::__private::check_argument::<#ty>();));
+        }
+        let returned: Vec<&syn::Type> = match &m.output {
+            Output::Value => vec![&m.returns],
+            Output::Fallible { ok, err } => vec![&**ok, &**err],
+            Output::Stream => stream_item(&m.returns).into_iter().collect(),
+            Output::FallibleStream { ok, err } => {
+                stream_item(ok).into_iter().chain([&**err]).collect()
+            }
+        };
+        for ty in returned {
+            checks
+                .push(quote_spanned!(ty.span()=> ::ipc_core::__private::check_returned::<#ty>();));
+        }
+    }
+    quote! {
+        const _: () = {
+            #[allow(dead_code)]
+            fn __ipc_types_can_travel() {
+                #(#checks)*
+            }
+        };
+    }
+}
+
+/// `T` in `Streaming<T>`.
+fn stream_item(ty: &syn::Type) -> Option<&syn::Type> {
+    let syn::Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|a| match a {
+        syn::GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })
 }

@@ -1,6 +1,8 @@
 //! The user's trait, with each `async fn` rewritten to return
-//! `impl Future + Send`: implementations still write `async fn`, and the
-//! compiler then proves their futures can run on a multi-threaded server.
+//! `impl Handler<T> + Send` (a future of `T`): implementations still write
+//! `async fn`, and the compiler then proves their futures can run on a
+//! multi-threaded server. A plain `fn` in an implementation is told to be
+//! `async` by `Handler`'s diagnostic.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -27,7 +29,7 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         f.sig.output = ReturnType::Type(
             Default::default(),
             Box::new(syn::parse_quote_spanned! {span=>
-                impl ::core::future::Future<Output = #ret> + ::core::marker::Send
+                impl ::ipc_core::Handler<#ret> + ::core::marker::Send
             }),
         );
     }

@@ -6,6 +6,7 @@
 //! hello-server [--addr HOST:PORT|unix:PATH]      (default localhost:9099)
 //! hello-server --key-file KEY                     (clients must prove they hold KEY)
 //! hello-server --addr tls://HOST:PORT --cert CHAIN.pem --key KEY.pem [--client-ca CA.pem]
+//! hello-server --metrics 127.0.0.1:9100              (Prometheus text at /metrics)
 //! ```
 //!
 //! Prints `listening on ADDR` once the address is bound. Exits 0 after Ctrl-C
@@ -18,8 +19,8 @@ use std::process::ExitCode;
 use ipc_examples::{Args, ArgsError, Calc, CalculatorServer, GreeterServer, Hello};
 
 const USAGE: &str = "usage: hello-server [--addr HOST:PORT|tls://HOST:PORT|unix:PATH] \
-     [--key-file PATH] [--cert CHAIN.pem --key KEY.pem [--client-ca CA.pem]]   \
-     (default localhost:9099)";
+     [--key-file PATH] [--cert CHAIN.pem --key KEY.pem [--client-ca CA.pem]] \
+     [--metrics IP:PORT]   (default localhost:9099)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -34,6 +35,14 @@ async fn main() -> ExitCode {
         }
     };
 
+    if let Some(addr) = args.metrics {
+        // Before the server starts: it takes its metric handles then.
+        if let Err(why) = ipc_examples::serve_metrics(addr) {
+            eprintln!("hello-server: {why}");
+            return ExitCode::FAILURE;
+        }
+        println!("metrics on http://{addr}/metrics");
+    }
     let server = match args.server() {
         Ok(builder) => builder
             .expose(GreeterServer::new(Hello))
