@@ -733,7 +733,9 @@ pub(super) async fn directory(client: &Client) -> Result<Vec<ObjectInfo>, Error>
 /// The schema of the object exposed as `name`, through `client`.
 pub(super) async fn schema(client: &Client, name: &str) -> Result<ObjectSchema, Error> {
     let timeout = client.call_timeout();
-    let deadline_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    let deadline_ms = u32::try_from(timeout.as_micros().div_ceil(1000))
+        .unwrap_or(u32::MAX)
+        .max(1);
     let ask = async {
         let link = client.links().live().await?;
         let frame = encode_request(
