@@ -243,7 +243,7 @@ impl ClientBuilder {
     pub async fn connect(self) -> Result<Client, Error> {
         let target = self.addr.clone();
         let conn = self.open(&target, true).await?;
-        Ok(self.into_client(conn, target.to_string(), Some(target)))
+        Ok(self.into_client(conn, target.clone(), Some(target)))
     }
 
     /// Connects to the configured address and sends the hello without
@@ -262,7 +262,7 @@ impl ClientBuilder {
     pub async fn connect_lazy(self) -> Result<Client, Error> {
         let target = self.addr.clone();
         let conn = self.open(&target, false).await?;
-        Ok(self.into_client(conn, target.to_string(), Some(target)))
+        Ok(self.into_client(conn, target.clone(), Some(target)))
     }
 
     /// Runs the client over an already-open byte stream (an in-memory pipe,
@@ -291,10 +291,10 @@ impl ClientBuilder {
                 addr: "io".to_owned(),
                 source: io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"),
             })??;
-        Ok(self.into_client(conn, "io".to_owned(), None))
+        Ok(self.into_client(conn, Address::from("io"), None))
     }
 
-    fn into_client(self, conn: Arc<Connection>, addr: String, target: Option<Address>) -> Client {
+    fn into_client(self, conn: Arc<Connection>, addr: Address, target: Option<Address>) -> Client {
         tracing::debug!(%addr, "connected");
         Client {
             links: Arc::new(Links::new(addr, target, self, conn)),
@@ -576,8 +576,9 @@ impl Client {
         Address::from(self.links.current().conn.local.as_str())
     }
 
-    /// The address this client connects to.
-    pub fn addr(&self) -> &str {
+    /// The address this client connects to (`io` for a client over a
+    /// caller-supplied stream).
+    pub fn addr(&self) -> &Address {
         &self.links.addr
     }
 
