@@ -158,4 +158,5 @@ impl Pong for PongImpl {
 pub mod columns;
 pub mod pki;
 pub mod raw;
+pub mod recorder;
 pub mod tarpc_col;

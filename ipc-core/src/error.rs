@@ -14,6 +14,34 @@ use crate::wire::{self, Status};
 /// `ProtocolMismatch`, `Protocol`), lookup (`UnknownObject`, `UnknownMethod`,
 /// `TraitMismatch`, `DuplicateObject`), and per-call (`FrameTooLarge`,
 /// `RemotePanic`, `Encode`, `Decode`, `BadRequest`).
+///
+/// The helpers [`is_timeout`](Error::is_timeout) and
+/// [`is_connection_error`](Error::is_connection_error) exist on
+/// [`CallError`] too, so one style of handling fits every method:
+///
+/// ```
+/// use ipc_core::Error;
+///
+/// /// What to tell the user about a failed call.
+/// fn advice(e: &Error) -> &'static str {
+///     if e.is_timeout() {
+///         "the server is slow: try again later"
+///     } else if e.is_connection_error() {
+///         "the server is not running"
+///     } else if let Error::UnknownObject { .. } = e {
+///         "the server does not offer this service"
+///     } else {
+///         "the call failed"
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Nothing listens on port 1: connecting fails with `Error::Connect`.
+/// let e = ipc_core::Client::connect("127.0.0.1:1").await.unwrap_err();
+/// assert_eq!(advice(&e), "the server is not running");
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -349,6 +377,42 @@ impl Error {
 /// `?` converts an [`Error`] into it, and [`CallError::app`] gets at the `E`.
 /// Methods that do not return `Result` have plain [`Error`] as their error type,
 /// so no call site ever sees `Result<Result<..>>`.
+///
+/// ```
+/// use ipc_core::{CallError, Client, Server, expose};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// pub enum KvError { Missing }
+///
+/// #[expose]
+/// pub trait Kv {
+///     async fn get(&self, key: String) -> Result<String, KvError>;
+/// }
+///
+/// struct Empty;
+/// impl Kv for Empty {
+///     async fn get(&self, _key: String) -> Result<String, KvError> { Err(KvError::Missing) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = Server::builder().addr("127.0.0.1:0").expose(KvServer::new(Empty)).start().await?;
+/// let kv: KvProxy = Client::connect(server.local_addr()).await?.get_exposed_object().await?;
+/// match kv.get("colour".into()).await {
+///     Ok(value) => println!("{value}"),
+///     // The method's own error, typed.
+///     Err(CallError::App(KvError::Missing)) => println!("no such key"),
+///     // The framework's: same helpers as on `Error`.
+///     Err(e) if e.is_connection_error() => println!("server gone: {e}"),
+///     Err(e) => return Err(e.into()),
+/// }
+/// let e = kv.get("colour".into()).await.unwrap_err();
+/// assert_eq!(e.app(), Some(&KvError::Missing));
+/// assert!(e.rpc().is_none() && !e.is_timeout());
+/// # server.stop().await;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CallError<E> {

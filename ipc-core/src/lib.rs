@@ -47,16 +47,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! ## What `#[expose]` generates for `trait Calculator`
-//!
-//! - the trait itself, with each `async fn` turned into a method returning
-//!   `impl Future + Send`, so the server can run handlers on any thread
-//!   (implementations still write `async fn`);
-//! - `CalculatorServer<T>`: wraps an implementation; give it to
-//!   [`ServerBuilder::expose`];
-//! - `CalculatorProxy`: cheap to clone, `Send + Sync`; each method is `async`,
-//!   takes the trait's arguments and returns `Result<R, Error>`, or
-//!   `Result<T, CallError<E>>` when the trait method returns `Result<T, E>`.
+//! What `#[expose]` generates (`CalculatorServer`, `CalculatorProxy`), what
+//! it accepts and its method attributes are on [its page](expose).
 //!
 //! ## Modules
 //!
@@ -114,12 +106,79 @@ pub use stream::Streaming;
 pub use tokio_util::sync::CancellationToken;
 pub use transport::{Address, TlsClient, TlsServer};
 
-/// Turns a trait into a remote interface. See the [crate docs](crate).
+/// Turns a trait into a remote interface.
 ///
-/// Accepted: `async fn` methods taking `&self` and any number of owned
-/// arguments (`name: Type`) that are `Serialize + DeserializeOwned + Send`,
-/// returning such a type or `Result<T, E>` with both serializable. Anything
-/// else is a compile error that says what is allowed.
+/// For `#[expose] trait Kv` it generates:
+///
+/// - the trait itself, each `async fn` now returning `impl Handler<T> +
+///   Send` (a future of `T`), so the server may run handlers on any thread;
+///   implementations still write `async fn`;
+/// - `KvServer<T>`, which serves an implementation `T`: `KvServer::new(t)`
+///   shares one `t` between all connections, `KvServer::from_arc(arc)` one
+///   you keep a handle to, and `KvServer::per_connection(|| T::new())` makes
+///   one per connection on its first call (per-session state), dropped when
+///   the connection closes. Hand it to [`ServerBuilder::expose`] (the object
+///   is then named `"Kv"`) or [`ServerBuilder::expose_as`];
+/// - `KvProxy`, the client side: cheap to clone, `Send + Sync`, one `async`
+///   method per trait method with the same arguments, returning
+///   `Result<R, Error>`, or `Result<T, CallError<E>>` when the trait method
+///   returns `Result<T, E>`. It implements [`Proxy`] (deadlines, the object's
+///   name) and comes from [`Client::get_exposed_object`] or [`Client::proxy`].
+///
+/// Accepted: `async fn` methods taking `&self` and owned arguments
+/// (`name: Type`) whose types implement `Serialize + DeserializeOwned +
+/// Send`, returning such a type, `Result<T, E>`, a [`Streaming<T>`] of items,
+/// or [`Remote<P>`] objects (see the README's "Objects and flows"). Anything
+/// else is a compile error at the offending token saying what is allowed.
+///
+/// Two method attributes:
+///
+/// - `#[oneway]` (a method returning `()`): the proxy returns as soon as the
+///   call is handed to the connection, without waiting for the server, which
+///   logs the handler's errors and panics since no one waits for them.
+/// - `#[idempotent]`: running the method twice is harmless, so a call in
+///   flight when its connection is lost is sent again on the reconnected one
+///   (other calls fail with `ConnectionLost`).
+///
+/// ```
+/// use ipc_core::{Client, Server, expose};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// #[expose]
+/// pub trait Counter {
+///     /// Adds `n`; nothing to wait for.
+///     #[oneway]
+///     async fn add(&self, n: u64);
+///     /// Reads the count: safe to retry.
+///     #[idempotent]
+///     async fn get(&self) -> u64;
+/// }
+///
+/// #[derive(Default)]
+/// struct Session(AtomicU64);
+/// impl Counter for Session {
+///     async fn add(&self, n: u64) { self.0.fetch_add(n, Ordering::Relaxed); }
+///     async fn get(&self) -> u64 { self.0.load(Ordering::Relaxed) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), ipc_core::Error> {
+/// // Each connection counts on its own.
+/// let server = Server::builder()
+///     .addr("127.0.0.1:0")
+///     .expose(CounterServer::per_connection(Session::default))
+///     .start()
+///     .await?;
+/// let one: CounterProxy = Client::connect(server.local_addr()).await?.get_exposed_object().await?;
+/// let two: CounterProxy = Client::connect(server.local_addr()).await?.get_exposed_object().await?;
+/// one.add(2).await?;
+/// one.add(3).await?;
+/// // Calls start on the server in the order sent; these adds end at once.
+/// assert_eq!(one.get().await?, 5);
+/// assert_eq!(two.get().await?, 0);
+/// # server.stop().await;
+/// # Ok(()) }
+/// ```
 pub use ipc_derive::expose;
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -118,3 +118,33 @@ async fn closing_the_client_drops_all_its_handlers_on_the_server() {
     })
     .await;
 }
+
+/// Code generic over any proxy sets a deadline through the `Proxy` trait.
+fn impatient<P: ipc_core::Proxy>(proxy: &P, limit: Duration) -> P {
+    assert_eq!(proxy.timeout(), ipc_core::config::DEFAULT_CALL_TIMEOUT);
+    proxy.with_timeout(limit)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_generic_function_sets_a_deadline_through_the_proxy_trait() {
+    within(60, async {
+        let (gate, _probes) = GateImpl::probed();
+        let server = start(|b| b.expose(GateServer::new(gate))).await;
+        let client = connect_in_memory(&server).await;
+        let proxy: GateProxy = client.get_exposed_object().await.unwrap();
+        assert_eq!(ipc_core::Proxy::object_name(&proxy), "Gate");
+        let hurried = impatient(&proxy, Duration::from_millis(30));
+        assert_eq!(
+            ipc_core::Proxy::timeout(&hurried),
+            Duration::from_millis(30)
+        );
+        match hurried.sleep_ms(10_000).await {
+            Err(Error::Timeout { after }) => assert_eq!(after, Duration::from_millis(30)),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        // The original proxy keeps its own deadline.
+        assert_eq!(proxy.sleep_ms(5).await.unwrap(), 5);
+        server.stop().await;
+    })
+    .await;
+}

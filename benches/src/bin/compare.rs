@@ -240,6 +240,7 @@ enum Metric {
     SeqP50,
     SeqP99,
     PipeCalls,
+    PipeCallsRecorded,
     PipeCpu,
     ManyCalls,
     ManyCpu,
@@ -264,10 +265,11 @@ enum Metric {
 }
 
 impl Metric {
-    const ALL: [Metric; 21] = [
+    const ALL: [Metric; 22] = [
         Self::SeqP50,
         Self::SeqP99,
         Self::PipeCalls,
+        Self::PipeCallsRecorded,
         Self::PipeCpu,
         Self::ManyCalls,
         Self::ManyCpu,
@@ -294,6 +296,7 @@ impl Metric {
             Self::SeqP50 => ("(a) sequential `add`, 1 core", "p50 µs"),
             Self::SeqP99 => ("(a) sequential `add`, 1 core", "p99 µs"),
             Self::PipeCalls => ("(b) 1 conn × 64 in flight, `add`", "calls/s"),
+            Self::PipeCallsRecorded => ("(b') (b) with a `metrics` recorder recording", "calls/s"),
             Self::PipeCpu => ("(g) CPU per call in (b)", "CPU µs/call"),
             Self::ManyCalls => ("(c) 32 conns × 8 in flight, `add`", "calls/s"),
             Self::ManyCpu => ("(c) CPU per call", "CPU µs/call"),
@@ -322,6 +325,7 @@ impl Metric {
     fn format(self, v: f64) -> String {
         match self {
             Self::PipeCalls
+            | Self::PipeCallsRecorded
             | Self::ManyCalls
             | Self::EchoSmall
             | Self::EchoLarge
@@ -373,6 +377,8 @@ type Results = HashMap<(Metric, Column), Vec<f64>>;
 
 fn main() {
     raise_open_file_limit();
+    // Installed, switched off, for the whole run: (b') switches it on.
+    benches::recorder::install();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--mem-server") {
         let column = args.get(i + 1).and_then(|c| Column::from_name(c));
@@ -496,7 +502,14 @@ fn run_scenario(
         Scenario::A => sequential_latency(column, s),
         Scenario::B => {
             let (calls, cpu) = closed_loop(column, s, 1, PIPELINE)?;
-            Ok(vec![(Metric::PipeCalls, calls), (Metric::PipeCpu, cpu)])
+            let mut rows = vec![(Metric::PipeCalls, calls), (Metric::PipeCpu, cpu)];
+            if column == Column::Ipc {
+                // (b'): the same with the server's metrics recording.
+                let (recorded, _) =
+                    benches::recorder::recording(|| closed_loop(column, s, 1, PIPELINE))?;
+                rows.push((Metric::PipeCallsRecorded, recorded));
+            }
+            Ok(rows)
         }
         Scenario::C => {
             let (calls, cpu) = closed_loop(column, s, MANY_CONNS, MANY_PER_CONN)?;
@@ -1241,6 +1254,14 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
             tls(Metric::ColdLazyP50),
         ));
     }
+    if measured(Metric::PipeCallsRecorded) {
+        notes.push(format!(
+            "(b') ipc only: a recorder (atomic storage) installed and recording every call's outcome, duration and \
+             in-flight count; every other row runs with it switched off (no-op handles, as with no recorder). \
+             ipc (b') ÷ (b): {}.",
+            times(over(med(Metric::PipeCallsRecorded, Column::Ipc), med(Metric::PipeCalls, Column::Ipc))),
+        ));
+    }
     if measured(Metric::MemPerConn) {
         notes.push("(f) target for ipc: ≤ 16 KiB per idle connection.".to_owned());
     }
@@ -1293,7 +1314,7 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
     };
     let _ = writeln!(
         out,
-        "summary pipelined_vs_tarpc={} pipelined_vs_raw={} many_conns_vs_tarpc={} mib_vs_raw={} seq_p50_vs_raw={} stream_vs_raw={} callback_vs_call={} vec_vs_bytes={} first_call_vs_raw={} first_call_checked_vs_raw={} tls_pipelined_vs_plain={} tls_mib_vs_plain={} key_connect_vs_plain={}",
+        "summary pipelined_vs_tarpc={} pipelined_vs_raw={} many_conns_vs_tarpc={} mib_vs_raw={} seq_p50_vs_raw={} stream_vs_raw={} callback_vs_call={} vec_vs_bytes={} first_call_vs_raw={} first_call_checked_vs_raw={} tls_pipelined_vs_plain={} tls_mib_vs_plain={} key_connect_vs_plain={} recorder_vs_none={}",
         fmt(ratio(Metric::PipeCalls, Column::Tarpc)),
         fmt(ratio(Metric::PipeCalls, Column::Raw)),
         fmt(ratio(Metric::ManyCalls, Column::Tarpc)),
@@ -1307,6 +1328,7 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
         fmt(tls_vs(Metric::PipeCalls)),
         fmt(tls_vs(Metric::EchoLarge)),
         fmt(vec_vs(Metric::ColdKeyP50, Metric::ColdLazyP50)),
+        fmt(vec_vs(Metric::PipeCallsRecorded, Metric::PipeCalls)),
     );
     let _ = out.flush();
 }

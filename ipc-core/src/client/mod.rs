@@ -110,7 +110,30 @@ pub trait Proxy: Clone + Send + Sync + Sized + 'static {
     }
 }
 
-/// Configures and opens a [`Client`].
+/// Configures and opens a [`Client`]. Every setting has a default (listed
+/// on each method and in the README's "Defaults and limits").
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ipc_core::Client;
+/// use ipc_core::config::Reconnect;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), ipc_core::Error> {
+/// let client = Client::builder()
+///     .addr("localhost:9099")                     // the default
+///     .call_timeout(Duration::from_secs(5))       // default 60 s
+///     .reconnect(Reconnect {                      // default 5 attempts, 50 ms..1 s
+///         max_attempts: 10,
+///         initial_backoff: Duration::from_millis(100),
+///         max_backoff: Duration::from_secs(2),
+///     })
+///     .wait_for_server(true)                      // default: fail fast between rounds
+///     .connect()
+///     .await?;
+/// # let _ = client;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     addr: Address,
@@ -243,7 +266,7 @@ impl ClientBuilder {
     pub async fn connect(self) -> Result<Client, Error> {
         let target = self.addr.clone();
         let conn = self.open(&target, true).await?;
-        Ok(self.into_client(conn, target.to_string(), Some(target)))
+        Ok(self.into_client(conn, target.clone(), Some(target)))
     }
 
     /// Connects to the configured address and sends the hello without
@@ -262,7 +285,7 @@ impl ClientBuilder {
     pub async fn connect_lazy(self) -> Result<Client, Error> {
         let target = self.addr.clone();
         let conn = self.open(&target, false).await?;
-        Ok(self.into_client(conn, target.to_string(), Some(target)))
+        Ok(self.into_client(conn, target.clone(), Some(target)))
     }
 
     /// Runs the client over an already-open byte stream (an in-memory pipe,
@@ -291,10 +314,10 @@ impl ClientBuilder {
                 addr: "io".to_owned(),
                 source: io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"),
             })??;
-        Ok(self.into_client(conn, "io".to_owned(), None))
+        Ok(self.into_client(conn, Address::from("io"), None))
     }
 
-    fn into_client(self, conn: Arc<Connection>, addr: String, target: Option<Address>) -> Client {
+    fn into_client(self, conn: Arc<Connection>, addr: Address, target: Option<Address>) -> Client {
         tracing::debug!(%addr, "connected");
         Client {
             links: Arc::new(Links::new(addr, target, self, conn)),
@@ -554,6 +577,34 @@ impl Client {
 
     /// The server's directory: every object it exposes, with its trait,
     /// methods and fingerprint.
+    ///
+    /// ```
+    /// use ipc_core::{Client, Server, expose};
+    ///
+    /// #[expose]
+    /// pub trait Greeter {
+    ///     async fn greet(&self, name: String) -> String;
+    /// }
+    /// struct Hi;
+    /// impl Greeter for Hi {
+    ///     async fn greet(&self, name: String) -> String { format!("Hi, {name}") }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ipc_core::Error> {
+    /// let server = Server::builder().addr("127.0.0.1:0").expose(GreeterServer::new(Hi)).start().await?;
+    /// let client = Client::connect(server.local_addr()).await?;
+    /// for object in client.objects().await? {
+    ///     println!("{} (trait {})", object.name, object.trait_name);
+    ///     for method in &object.methods {
+    ///         println!("    {}", method.signature);
+    ///     }
+    /// }
+    /// let objects = client.objects().await?;
+    /// assert_eq!(objects[0].methods[0].signature, "greet(String)->String");
+    /// # server.stop().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn objects(&self) -> Result<Vec<ObjectInfo>, Error> {
         object_ref::directory(self).await
     }
@@ -596,8 +647,9 @@ impl Client {
         Address::from(self.links.current().conn.local.as_str())
     }
 
-    /// The address this client connects to.
-    pub fn addr(&self) -> &str {
+    /// The address this client connects to (`io` for a client over a
+    /// caller-supplied stream).
+    pub fn addr(&self) -> &Address {
         &self.links.addr
     }
 

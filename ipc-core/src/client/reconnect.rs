@@ -42,7 +42,7 @@ struct Failure {
 /// The client's connection state, shared by its clones and proxies.
 pub(crate) struct Links {
     /// The address as given, for errors.
-    pub(crate) addr: String,
+    pub(crate) addr: Address,
     /// Where to reconnect; `None` for clients over a caller-supplied stream.
     target: Option<Address>,
     pub(crate) settings: ClientBuilder,
@@ -65,7 +65,7 @@ impl Drop for Links {
 impl Links {
     /// `conn` is held once on the links' behalf.
     pub(crate) fn new(
-        addr: String,
+        addr: Address,
         target: Option<Address>,
         settings: ClientBuilder,
         conn: Arc<Connection>,
@@ -115,7 +115,7 @@ impl Links {
 
     fn failure_error(&self, failure: &Failure) -> Error {
         Error::Connect {
-            addr: self.addr.clone(),
+            addr: self.addr.to_string(),
             source: io::Error::new(failure.kind, failure.message.clone()),
         }
     }

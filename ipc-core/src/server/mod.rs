@@ -51,7 +51,37 @@ impl Server {
     }
 }
 
-/// Configures a server: its address, its objects, its limits.
+/// Configures a server: its address, its objects, its limits. Every setting
+/// has a default (listed on each method and in the README's "Defaults and
+/// limits"); set only what you need.
+///
+/// ```
+/// use std::time::Duration;
+/// use ipc_core::{Server, expose};
+///
+/// #[expose]
+/// pub trait Clock {
+///     async fn now_ms(&self) -> u64;
+/// }
+/// struct Wall;
+/// impl Clock for Wall {
+///     async fn now_ms(&self) -> u64 { 1_700_000_000_000 }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), ipc_core::Error> {
+/// let server = Server::builder()
+///     .addr("127.0.0.1:0")                   // default localhost:9099
+///     .expose(ClockServer::new(Wall))         // named "Clock"
+///     .expose_as("backup-clock", ClockServer::new(Wall))
+///     .max_connections(100)                   // default 4096
+///     .grace_period(Duration::from_secs(2))   // default 10 s
+///     .start()
+///     .await?;
+/// println!("serving on {}", server.local_addr());
+/// server.stop().await;
+/// # Ok(()) }
+/// ```
 pub struct ServerBuilder {
     addr: Address,
     config: ConnectionConfig,
