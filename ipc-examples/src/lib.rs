@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use ipc_core::{Address, DEFAULT_ADDR, expose};
 
 pub mod chat;
+pub mod cluster;
 
 /// A remote interface with one method. `#[expose]` also generates
 /// `GreeterServer<T>`, which serves an implementation, and `GreeterProxy`,
