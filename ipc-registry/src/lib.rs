@@ -81,7 +81,7 @@ pub use error::RegistryError;
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdRegistry;
 pub use instance::{DEFAULT_PREFIX, Instance, MAX_INSTANCE_BYTES};
-pub use locate::{Locate, locate_all};
+pub use locate::{Locate, RESUME_GRACE, locate_all};
 pub use name_server::NameServerRegistry;
 pub use registry::{DEREGISTER_TIMEOUT, Registration, Registry, Watch, WatchEvent};
 

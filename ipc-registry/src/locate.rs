@@ -1,15 +1,26 @@
 //! [`locate_all`] and [`Locate`]: a balanced proxy over a service's
 //! replicas, kept current by a registry's watch.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use futures::StreamExt;
-use ipc_core::client::{Membership, Policy, Replicas, ReplicasBuilder};
+use ipc_core::client::{Endpoint, Membership, Policy, Replicas, ReplicasBuilder};
 use ipc_core::{ClientBuilder, Proxy};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::error::RegistryError;
 use crate::instance::Instance;
-use crate::registry::{Registry, WatchEvent};
+use crate::registry::{Registry, Watch, WatchEvent};
+
+/// How long a replica missing from a watch's *resumed* snapshot (after the
+/// registry was out of reach) stays in the set: a registry that restarted
+/// empty, or a name server that restarted, lists replicas again as they
+/// register again, which takes them a moment. Meanwhile a replica whose
+/// connection works keeps getting calls; one whose connection failed gets
+/// none anyway. A replica that deregisters is removed at once.
+pub const RESUME_GRACE: Duration = Duration::from_secs(5);
 
 /// A balanced `{Trait}Proxy` over every replica of `service` in `registry`,
 /// with the default settings of [`Locate`]: the usual methods and errors,
@@ -74,29 +85,104 @@ impl Locate {
             .policy(self.policy)
             .client(self.client)
             .build::<P>();
-        let service: Arc<str> = Arc::from(self.service);
-        replicas.follow(watch.filter_map(move |event| {
-            let service = service.clone();
-            async move { membership(&service, event) }
-        }));
+        replicas.follow(memberships(self.service, watch));
         Ok(replicas)
     }
 }
 
-/// What a watch event changes in the replica set.
-fn membership(service: &str, event: WatchEvent) -> Option<Membership> {
-    match event {
-        WatchEvent::Snapshot(all) => Some(Membership::Reset(
-            all.iter().filter_map(|i| member(service, i)).collect(),
-        )),
-        WatchEvent::Up(instance) => {
-            member(service, &instance).map(|(id, endpoint)| Membership::Joined(id, endpoint))
+/// The changes a watch makes to the replica set: the first snapshot is the
+/// set; a later one (the watch resumed) adds what it lists and removes the
+/// rest only after [`RESUME_GRACE`], unless they come back.
+fn memberships(service: String, mut watch: Watch) -> impl futures::Stream<Item = Membership> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut known: HashSet<String> = HashSet::new();
+        // Missing from a resumed snapshot: removed at the deadline.
+        let mut missing: HashMap<String, Instant> = HashMap::new();
+        let mut first = true;
+        loop {
+            let deadline = missing.values().min().copied();
+            let event = tokio::select! {
+                event = watch.next() => match event {
+                    Some(event) => event,
+                    None => return,
+                },
+                _ = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    let gone: Vec<String> = missing
+                        .iter()
+                        .filter(|(_, at)| **at <= now)
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    for id in gone {
+                        missing.remove(&id);
+                        known.remove(&id);
+                        tracing::info!(%service, %id, "replica not registered again; removed");
+                        if tx.send(Membership::Left(id)).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                _ = tx.closed() => return,
+            };
+            let changes = match event {
+                WatchEvent::Snapshot(all) => {
+                    let members: Vec<(String, Endpoint)> =
+                        all.iter().filter_map(|i| member(&service, i)).collect();
+                    let listed: HashSet<String> =
+                        members.iter().map(|(id, _)| id.clone()).collect();
+                    if std::mem::take(&mut first) {
+                        known = listed;
+                        vec![Membership::Reset(members)]
+                    } else {
+                        let at = Instant::now() + RESUME_GRACE;
+                        for id in known.difference(&listed) {
+                            missing.entry(id.clone()).or_insert(at);
+                        }
+                        for id in &listed {
+                            missing.remove(id);
+                            known.insert(id.clone());
+                        }
+                        members
+                            .into_iter()
+                            .map(|(id, endpoint)| Membership::Joined(id, endpoint))
+                            .collect()
+                    }
+                }
+                WatchEvent::Up(instance) => match member(&service, &instance) {
+                    Some((id, endpoint)) => {
+                        missing.remove(&id);
+                        known.insert(id.clone());
+                        vec![Membership::Joined(id, endpoint)]
+                    }
+                    None => Vec::new(),
+                },
+                WatchEvent::Down { id, .. } => {
+                    missing.remove(&id);
+                    known.remove(&id);
+                    vec![Membership::Left(id)]
+                }
+            };
+            for change in changes {
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
         }
-        WatchEvent::Down { id, .. } => Some(Membership::Left(id)),
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
-fn member(service: &str, instance: &Instance) -> Option<(String, ipc_core::client::Endpoint)> {
+fn member(service: &str, instance: &Instance) -> Option<(String, Endpoint)> {
     match instance.endpoint() {
         Ok(endpoint) => Some((instance.id.clone(), endpoint)),
         Err(e) => {

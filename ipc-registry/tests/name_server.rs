@@ -128,14 +128,19 @@ async fn invalid_instances_are_refused_before_anything_is_sent() {
     .await;
 }
 
-#[tokio::test]
-async fn a_name_server_restart_brings_registrations_back() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_server_restart_brings_registrations_back_and_costs_no_call() {
     within(30, async {
         let (names, registry) = name_server().await;
         let addr = names.local_addr().clone();
-        let a = replica(&registry, "a").await;
+        let servers = [replica(&registry, "a").await, replica(&registry, "b").await];
+        let set = replicas(&registry).await;
+        until_ready(&set, 2).await;
+        let load = Load::start(&set.proxy());
+        load.calls(200).await;
         names.stop().await;
-        // The same address again: the replica registers itself again.
+        load.calls(200).await;
+        // The same address again: the replicas register themselves again.
         let names = Server::builder()
             .addr(addr.clone())
             .idle_timeout(None)
@@ -143,7 +148,18 @@ async fn a_name_server_restart_brings_registrations_back() {
             .start()
             .await
             .unwrap();
-        until_registered(&registry, &["a"]).await;
+        until_registered(&registry, &["a", "b"]).await;
+        load.calls(200).await;
+        let (ok, failed) = load.finish().await;
+        assert!(
+            failed.is_empty(),
+            "{} of {ok} failed: {failed:?}",
+            failed.len()
+        );
+        // The client's watch resumed: a replica that leaves now leaves its set.
+        let [a, b] = servers;
+        b.stop().await;
+        set.wait_until(|s| s.iter().all(|r| r.id != "b")).await;
         a.stop().await;
         names.stop().await;
     })
