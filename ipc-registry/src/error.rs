@@ -46,7 +46,7 @@ pub enum RegistryError {
         /// What is wrong with it.
         detail: String,
     },
-    /// The local etcd process of [`crate::etcd::LocalEtcd`] could not be
+    /// The local etcd process of `etcd::LocalEtcd` (feature `etcd`) could not be
     /// started.
     #[error("cannot start etcd: {detail}")]
     Etcd {

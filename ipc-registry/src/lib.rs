@@ -17,7 +17,7 @@
 //! | backend | setup | a replica that dies disappears |
 //! |---|---|---|
 //! | [`NameServerRegistry`] (default) | an `ipc` name server | when the name server sees its connection close (at once for a crash or `kill -9` on a live host) |
-//! | [`EtcdRegistry`] (feature `etcd`) | an etcd cluster | when its lease expires: at most the TTL (default 5 s) |
+//! | `EtcdRegistry` (feature `etcd`) | an etcd cluster | when its lease expires: at most the TTL (default 5 s) |
 //!
 //! # Key layout
 //!

@@ -41,7 +41,7 @@ pub type Watch = BoxStream<'static, WatchEvent>;
 ///
 /// Two backends implement it: [`crate::NameServerRegistry`] (the embedded
 /// `ipc` name server, no setup) and, with the `etcd` feature,
-/// [`crate::EtcdRegistry`]. Both store an instance of service `S` with id
+/// `EtcdRegistry`. Both store an instance of service `S` with id
 /// `I` under the key `<prefix>/S/I` (prefix [`crate::DEFAULT_PREFIX`]).
 ///
 /// Its methods return boxed futures, so that a `&dyn Registry` works.
