@@ -213,6 +213,14 @@ pub enum Error {
         /// What was refused.
         detail: String,
     },
+    /// A balanced proxy (see [`crate::client::Replicas`]) has no replica it
+    /// could send the call to: none is registered, or every one is down,
+    /// draining or of another trait. The call did not run.
+    #[error("no replica of `{service}` is available")]
+    NoReplicas {
+        /// The service the proxy spreads its calls over.
+        service: String,
+    },
     /// An I/O error outside a call (for example while accepting).
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -340,6 +348,9 @@ impl Error {
             Self::PermissionDenied { detail } => Self::PermissionDenied {
                 detail: detail.clone(),
             },
+            Self::NoReplicas { service } => Self::NoReplicas {
+                service: service.clone(),
+            },
             Self::Io(e) => Self::Io(io(e)),
         }
     }
@@ -362,11 +373,15 @@ impl Error {
     }
 
     /// True for errors that mean the connection is gone or going: `Connect`,
-    /// `ConnectionLost`, `ShuttingDown`.
+    /// `ConnectionLost`, `ShuttingDown`, and `NoReplicas` (a balanced proxy
+    /// with nothing to connect to).
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::ConnectionLost { .. } | Self::ShuttingDown
+            Self::Connect { .. }
+                | Self::ConnectionLost { .. }
+                | Self::ShuttingDown
+                | Self::NoReplicas { .. }
         )
     }
 }

@@ -13,6 +13,9 @@
 //! - A client finds one with [`locate`], which looks the name up, connects
 //!   to the registered address and returns a typed proxy; [`resolve`] only
 //!   looks it up.
+//! - [`NameServerProxy::watch`] follows the names under a prefix as they
+//!   are registered and removed (the `ipc-registry` crate builds its
+//!   replica sets on it).
 //!
 //! # Registrations live as long as the registering connection
 //!
@@ -90,10 +93,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 use crate::client::Proxy;
 use crate::error::{CallError, Error};
 use crate::service::Service;
+use crate::stream::Streaming;
 use crate::transport::Address;
 use crate::{CallContext, Client, expose};
 
@@ -183,6 +188,30 @@ pub enum NameError {
     },
 }
 
+/// What [`NameServer::watch`] reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum NameEvent {
+    /// Every registration under the prefix now, sorted by name: replaces
+    /// whatever the watcher knew. The first event of a watch; sent again
+    /// (instead of the changes it missed) to a watcher that fell more than
+    /// [`WATCH_BACKLOG`] changes behind.
+    Snapshot(Vec<(String, Registration)>),
+    /// `name` was registered, or its owner replaced its registration.
+    Registered {
+        /// The name.
+        name: String,
+        /// Its registration now.
+        registration: Registration,
+    },
+    /// `name` was removed: by its owner, or because the owner's connection
+    /// closed.
+    Removed {
+        /// The name.
+        name: String,
+    },
+}
+
 /// A directory of named objects, served by `ipc` itself (see the
 /// [module docs](self)). Host it with
 /// [`ServerBuilder::name_server`](crate::ServerBuilder::name_server) or
@@ -210,6 +239,15 @@ pub trait NameServer {
     /// whether it did. A name owned by another connection is left alone
     /// (`false`): only its owner, or the owner's disconnection, removes it.
     async fn remove(&self, name: String) -> bool;
+
+    /// The registrations whose names start with `prefix` (all for `""`), and
+    /// every change to them from then on: a [`NameEvent::Snapshot`] first,
+    /// then one event per registration and removal, in the order they
+    /// happened, for as long as the caller reads the stream (a watch keeps
+    /// its connection busy, so the idle timeout does not close it). Ends
+    /// with `ShuttingDown` when the name server stops, or with a connection
+    /// error: watch again, and the new snapshot replaces the old state.
+    async fn watch(&self, prefix: String) -> Streaming<NameEvent>;
 }
 
 /// A fresh name server with an empty directory, to expose with
@@ -219,7 +257,7 @@ pub trait NameServer {
 /// [`ServerBuilder::name_server`](crate::ServerBuilder::name_server) is a
 /// shorthand for exposing this.
 pub fn service() -> impl Service {
-    let directory = Arc::new(Directory::default());
+    let directory = Arc::new(Directory::new());
     NameServerServer::per_connection(move || Session::new(directory.clone()))
 }
 
@@ -292,12 +330,30 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// Largest registration (address, object name and metadata), in bytes.
 /// Worst-case directory memory: connections x names x this.
 pub const MAX_METADATA_BYTES: usize = 4096;
+/// Changes a name server keeps for watchers that have not read them yet. A
+/// watcher further behind gets a fresh [`NameEvent::Snapshot`] instead.
+/// Worst case: this many registrations ([`MAX_METADATA_BYTES`] each) held
+/// for the slowest watcher.
+pub const WATCH_BACKLOG: usize = 256;
 
 /// The directory every session of one name server shares.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Directory {
     entries: Mutex<BTreeMap<String, Entry>>,
     next_session: AtomicU64,
+    /// Changes so far; bumped, and the change published, under the
+    /// `entries` lock, so watchers see changes in directory order.
+    revision: AtomicU64,
+    changes: broadcast::Sender<Arc<Change>>,
+}
+
+/// One change to the directory, for watchers.
+#[derive(Debug)]
+struct Change {
+    revision: u64,
+    name: String,
+    /// The new registration, or `None` for a removal.
+    registration: Option<Registration>,
 }
 
 #[derive(Debug)]
@@ -308,9 +364,96 @@ struct Entry {
 }
 
 impl Directory {
+    fn new() -> Self {
+        Self {
+            entries: Mutex::default(),
+            next_session: AtomicU64::new(0),
+            revision: AtomicU64::new(0),
+            changes: broadcast::channel(WATCH_BACKLOG).0,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
         // Every critical section is one map operation that cannot panic halfway.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells watchers about a change; the caller holds the `entries` lock.
+    fn publish(&self, name: &str, registration: Option<&Registration>) {
+        let revision = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
+        // No watcher: nothing to tell.
+        let _ = self.changes.send(Arc::new(Change {
+            revision,
+            name: name.to_owned(),
+            registration: registration.cloned(),
+        }));
+    }
+
+    /// The registrations under `prefix` now, with the changes that follow
+    /// them (those after the returned revision).
+    fn subscribe(
+        &self,
+        prefix: &str,
+    ) -> (
+        Vec<(String, Registration)>,
+        broadcast::Receiver<Arc<Change>>,
+        u64,
+    ) {
+        let entries = self.lock();
+        let receiver = self.changes.subscribe();
+        let revision = self.revision.load(Ordering::Acquire);
+        let snapshot = entries
+            .range(prefix.to_owned()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(name, e)| (name.clone(), e.registration.clone()))
+            .collect();
+        (snapshot, receiver, revision)
+    }
+}
+
+/// One watch: the changes under a prefix after the last one sent.
+struct Watching {
+    directory: Arc<Directory>,
+    prefix: String,
+    receiver: broadcast::Receiver<Arc<Change>>,
+    /// The revision the watcher is up to date with.
+    seen: u64,
+    /// The first snapshot, until sent.
+    first: Option<Vec<(String, Registration)>>,
+}
+
+impl Watching {
+    async fn next(mut self) -> Option<(NameEvent, Self)> {
+        if let Some(snapshot) = self.first.take() {
+            return Some((NameEvent::Snapshot(snapshot), self));
+        }
+        loop {
+            match self.receiver.recv().await {
+                Ok(change) => {
+                    if change.revision <= self.seen || !change.name.starts_with(&self.prefix) {
+                        continue;
+                    }
+                    self.seen = change.revision;
+                    let name = change.name.clone();
+                    let event = match &change.registration {
+                        Some(registration) => NameEvent::Registered {
+                            name,
+                            registration: registration.clone(),
+                        },
+                        None => NameEvent::Removed { name },
+                    };
+                    return Some((event, self));
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, prefix = %self.prefix, "watcher fell behind; resending a snapshot");
+                    let (snapshot, receiver, seen) = self.directory.subscribe(&self.prefix);
+                    self.receiver = receiver;
+                    self.seen = seen;
+                    return Some((NameEvent::Snapshot(snapshot), self));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     }
 }
 
@@ -392,6 +535,7 @@ impl NameServer for Session {
         tracing::debug!(%name, addr = %registration.addr, object = %registration.object,
             peer = %peer(), "name registered");
         self.owned().insert(name.clone());
+        self.directory.publish(&name, Some(&registration));
         entries.insert(
             name,
             Entry {
@@ -424,9 +568,22 @@ impl NameServer for Session {
             return false;
         }
         entries.remove(&name);
+        self.directory.publish(&name, None);
         self.owned().remove(&name);
         tracing::debug!(%name, peer = %peer(), "name removed");
         true
+    }
+
+    async fn watch(&self, prefix: String) -> Streaming<NameEvent> {
+        let (snapshot, receiver, seen) = self.directory.subscribe(&prefix);
+        let watching = Watching {
+            directory: self.directory.clone(),
+            prefix,
+            receiver,
+            seen,
+            first: Some(snapshot),
+        };
+        Streaming::new(futures::stream::unfold(watching, Watching::next))
     }
 }
 
@@ -442,6 +599,7 @@ impl Drop for Session {
             if entries.get(&name).is_some_and(|e| e.owner == self.id) {
                 tracing::debug!(%name, "connection closed; name removed");
                 entries.remove(&name);
+                self.directory.publish(&name, None);
             }
         }
     }

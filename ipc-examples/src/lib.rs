@@ -28,6 +28,7 @@ use ipc_core::{Address, DEFAULT_ADDR, expose};
 use serde::{Deserialize, Serialize};
 
 pub mod chat;
+pub mod cluster;
 
 /// A remote interface with one method. `#[expose]` also generates
 /// `GreeterServer<T>`, which serves an implementation, and `GreeterProxy`,

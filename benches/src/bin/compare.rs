@@ -117,11 +117,20 @@
 //!   release of the callback inside either. Each half runs for half of
 //!   (a)'s warm-up and measuring windows. The ratio row is callback ÷
 //!   plain, median of the rounds' own ratios. Target: ≤ 1.2.
+//! - **(j) balanced proxy** (`ipc` column): three `Bench` servers on the
+//!   server runtime. First 64 tasks call `add` back to back through a plain
+//!   proxy to one of them, then through a balanced proxy
+//!   (`ipc_core::client::Replicas`, default policy) over all three, each
+//!   for half of (b)'s warm-up and measuring windows, and in between through
+//!   a balanced proxy over the one (the layer alone, without spreading the
+//!   calls over three connections); CPU µs per call of the whole process
+//!   for each, and balanced ÷ plain (the median of the rounds' own
+//!   ratios). Target: ≤ 1.10.
 //!
 //! Ratios are ipc/raw and ipc/tarpc of the medians; for throughput higher is
 //! better, for latency, CPU and memory lower is better. The last line printed
 //! is the machine-readable summary:
-//! `summary pipelined_vs_tarpc=A pipelined_vs_raw=B many_conns_vs_tarpc=C mib_vs_raw=D seq_p50_vs_raw=E stream_vs_raw=F callback_vs_call=G vec_vs_bytes=H first_call_vs_raw=I first_call_checked_vs_raw=J tls_pipelined_vs_plain=K tls_mib_vs_plain=L key_connect_vs_plain=M`
+//! `summary pipelined_vs_tarpc=A pipelined_vs_raw=B many_conns_vs_tarpc=C mib_vs_raw=D seq_p50_vs_raw=E stream_vs_raw=F callback_vs_call=G vec_vs_bytes=H first_call_vs_raw=I first_call_checked_vs_raw=J tls_pipelined_vs_plain=K tls_mib_vs_plain=L key_connect_vs_plain=M balanced_vs_plain_cpu=N`
 //! where A, B and C are ratios of calls/s in (b), (b) and (c), D is the
 //! geometric mean of ipc/raw MiB/s at 64 KiB and 1 MiB in (d), E is ipc/raw
 //! of the p50 in (a) (above 1: ipc is slower), F is ipc/raw items/s in (h),
@@ -129,7 +138,8 @@
 //! H is the lower of ipc's (d') ÷ (d) MiB/s at 64 KiB and at 1 MiB, I and J
 //! are ipc/raw of the p50 in (e') and (e), K and L are `ipc-tls` ÷ `ipc` of
 //! (b)'s calls/s and (d)'s 1 MiB MiB/s, and M is ipc's (e'') ÷ (e') p50
-//! (above 1: the key costs at connect). A key whose scenario did not run is
+//! (above 1: the key costs at connect), N is (j)'s balanced ÷ plain CPU
+//! per call. A key whose scenario did not run is
 //! `nan`.
 #![allow(
     clippy::unwrap_used,
@@ -149,8 +159,9 @@ use benches::columns::{
     BoxError, Column, Conn, IpcTarget, RunningServer, Runtimes, StreamConn, Target, one_worker,
     start_server, start_server_with_key,
 };
-use benches::{Blob, ByteBlob, PongImpl, PongServer};
-use ipc_core::{AuthKey, Remote};
+use benches::{BenchImpl, BenchProxy, BenchServer, Blob, ByteBlob, PongImpl, PongServer};
+use ipc_core::client::{Endpoint, Membership, Replicas, ReplicasBuilder};
+use ipc_core::{AuthKey, Client, Remote, Server};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::time::{ClockId, clock_gettime};
@@ -194,6 +205,8 @@ const CALLBACK_TARGET: f64 = 1.2;
 const BLOCK_TARGET: f64 = 0.9;
 /// (e'): ipc ÷ raw p50 of connect + first call.
 const FIRST_CALL_TARGET: f64 = 1.5;
+/// (j): balanced ÷ plain CPU per call.
+const BALANCED_TARGET: f64 = 1.10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Scenario {
@@ -205,10 +218,11 @@ enum Scenario {
     F,
     H,
     I,
+    J,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 8] = [
+    const ALL: [Scenario; 9] = [
         Self::A,
         Self::B,
         Self::C,
@@ -217,6 +231,7 @@ impl Scenario {
         Self::F,
         Self::H,
         Self::I,
+        Self::J,
     ];
 
     fn from_letter(s: &str) -> Option<Self> {
@@ -229,6 +244,7 @@ impl Scenario {
             "f" => Self::F,
             "h" | "h2" => Self::H,
             "i" => Self::I,
+            "j" => Self::J,
             _ => return None,
         })
     }
@@ -262,10 +278,14 @@ enum Metric {
     CallbackP50,
     CallbackPlainP50,
     CallbackRatio,
+    BalancedCpu,
+    BalancedPlainCpu,
+    BalancedOneCpu,
+    BalancedRatio,
 }
 
 impl Metric {
-    const ALL: [Metric; 22] = [
+    const ALL: [Metric; 26] = [
         Self::SeqP50,
         Self::SeqP99,
         Self::PipeCalls,
@@ -288,6 +308,10 @@ impl Metric {
         Self::CallbackP50,
         Self::CallbackPlainP50,
         Self::CallbackRatio,
+        Self::BalancedCpu,
+        Self::BalancedPlainCpu,
+        Self::BalancedOneCpu,
+        Self::BalancedRatio,
     ];
 
     /// (scenario, unit)
@@ -319,6 +343,16 @@ impl Metric {
             Self::CallbackP50 => ("(i) callback server→client→server, 1 core", "p50 µs"),
             Self::CallbackPlainP50 => ("(i) plain `add` in the same run", "p50 µs"),
             Self::CallbackRatio => ("(i) callback ÷ plain call", "ratio"),
+            Self::BalancedCpu => (
+                "(j) 64 in flight via a balanced proxy, 3 replicas",
+                "CPU µs/call",
+            ),
+            Self::BalancedPlainCpu => ("(j) the same via a plain proxy to one", "CPU µs/call"),
+            Self::BalancedOneCpu => (
+                "(j) the same via a balanced proxy over that one",
+                "CPU µs/call",
+            ),
+            Self::BalancedRatio => ("(j) balanced ÷ plain CPU per call", "ratio"),
         }
     }
 
@@ -343,7 +377,13 @@ impl Metric {
             | Self::ColdKeyP50
             | Self::CallbackP50
             | Self::CallbackPlainP50 => format!("{v:.1}"),
-            Self::PipeCpu | Self::ManyCpu | Self::CallbackRatio => format!("{v:.2}"),
+            Self::PipeCpu
+            | Self::ManyCpu
+            | Self::CallbackRatio
+            | Self::BalancedCpu
+            | Self::BalancedPlainCpu
+            | Self::BalancedOneCpu
+            | Self::BalancedRatio => format!("{v:.2}"),
             Self::MemPerConn => format!("{v:.1}"),
         }
     }
@@ -396,7 +436,7 @@ fn main() {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: compare [--quick] [--rounds N] [--only a,b,c,d,e,f,h,i] [--columns raw,tarpc,ipc,ipc-unix,ipc-tls]"
+                "{e}\nusage: compare [--quick] [--rounds N] [--only a,b,c,d,e,f,h,i,j] [--columns raw,tarpc,ipc,ipc-unix,ipc-tls]"
             );
             std::process::exit(2);
         }
@@ -524,6 +564,9 @@ fn run_scenario(
         // Callbacks are `ipc`'s alone.
         Scenario::I if !is_ipc(column) => Ok(Vec::new()),
         Scenario::I => callback_latency(column, s),
+        // One column is enough: it compares ipc with itself.
+        Scenario::J if column != Column::Ipc => Ok(Vec::new()),
+        Scenario::J => balanced_cpu(s),
     }
 }
 
@@ -1127,6 +1170,96 @@ fn callback_latency(column: Column, s: &Settings) -> Result<Vec<(Metric, f64)>, 
     })
 }
 
+// --- (j) -----------------------------------------------------------------
+
+/// (j): CPU per call with 64 calls in flight, through a plain proxy to one
+/// of three servers, then through a balanced proxy over the three.
+fn balanced_cpu(s: &Settings) -> Result<Vec<(Metric, f64)>, BoxError> {
+    let (warmup, measure) = (s.warmup / 2, s.measure / 2);
+    let rts = Runtimes::new()?;
+    let servers = rts.server.block_on(async {
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            let server = Server::builder()
+                .addr("127.0.0.1:0")
+                .expose(BenchServer::new(BenchImpl::default()))
+                .start()
+                .await?;
+            servers.push(server);
+        }
+        Ok::<_, BoxError>(servers)
+    })?;
+    let (plain, one, balanced) = rts.client.block_on(async {
+        let client = Client::connect(servers[0].local_addr()).await?;
+        let plain: BenchProxy = client.get_exposed_object().await?;
+        let replicas: Replicas<BenchProxy> = ReplicasBuilder::new("bench").build();
+        let members = servers
+            .iter()
+            .enumerate()
+            .map(|(i, server)| (i.to_string(), Endpoint::new(server.local_addr(), "Bench")))
+            .collect();
+        replicas.apply(Membership::Reset(members));
+        // The balancing layer alone: a set of one replica.
+        let single: Replicas<BenchProxy> = ReplicasBuilder::new("bench-1").build();
+        let first = Endpoint::new(servers[0].local_addr(), "Bench");
+        single.apply(Membership::Reset(vec![("0".to_owned(), first)]));
+        replicas.settled().await;
+        single.settled().await;
+        if replicas.ready() != 3 || single.ready() != 1 {
+            return Err(format!("replicas not ready: {:?}", replicas.status()).into());
+        }
+        let plain = pipelined_cpu(plain, warmup, measure).await?;
+        let one = pipelined_cpu(single.proxy(), warmup, measure).await?;
+        let balanced = pipelined_cpu(replicas.proxy(), warmup, measure).await?;
+        Ok::<_, BoxError>((plain, one, balanced))
+    })?;
+    drop(servers);
+    Ok(vec![
+        (Metric::BalancedCpu, balanced),
+        (Metric::BalancedPlainCpu, plain),
+        (Metric::BalancedOneCpu, one),
+        (Metric::BalancedRatio, balanced / plain),
+    ])
+}
+
+/// [`PIPELINE`] tasks calling `add` through `proxy` back to back: CPU µs
+/// per call over the measuring window.
+async fn pipelined_cpu(
+    proxy: BenchProxy,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<f64, BoxError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..PIPELINE as u64)
+        .map(|k| {
+            let (proxy, stop, count) = (proxy.clone(), stop.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    check_add(proxy.add(i, k).await?, i, k)?;
+                    count.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+                Ok::<_, BoxError>(())
+            })
+        })
+        .collect();
+    tokio::time::sleep(warmup).await;
+    let (c0, cpu0) = (count.load(Ordering::Relaxed), cpu_time()?);
+    tokio::time::sleep(measure).await;
+    let (c1, cpu1) = (count.load(Ordering::Relaxed), cpu_time()?);
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    let calls = (c1 - c0) as f64;
+    if calls == 0.0 {
+        return Err("no call completed".into());
+    }
+    Ok(micros(cpu1.saturating_sub(cpu0)) / calls)
+}
+
 // --- report --------------------------------------------------------------
 
 fn median(v: &[f64]) -> Option<f64> {
@@ -1290,6 +1423,11 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
             "(i) target for ipc: callback ÷ plain call ≤ {CALLBACK_TARGET}; the ratio is the median of each round's own ratio."
         ));
     }
+    if measured(Metric::BalancedRatio) {
+        notes.push(format!(
+            "(j) target for ipc: balanced ÷ plain CPU per call ≤ {BALANCED_TARGET}; the ratio is the median of each round's own ratio."
+        ));
+    }
     for n in notes {
         let _ = writeln!(out, "{n}");
     }
@@ -1314,7 +1452,7 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
     };
     let _ = writeln!(
         out,
-        "summary pipelined_vs_tarpc={} pipelined_vs_raw={} many_conns_vs_tarpc={} mib_vs_raw={} seq_p50_vs_raw={} stream_vs_raw={} callback_vs_call={} vec_vs_bytes={} first_call_vs_raw={} first_call_checked_vs_raw={} tls_pipelined_vs_plain={} tls_mib_vs_plain={} key_connect_vs_plain={} recorder_vs_none={}",
+        "summary pipelined_vs_tarpc={} pipelined_vs_raw={} many_conns_vs_tarpc={} mib_vs_raw={} seq_p50_vs_raw={} stream_vs_raw={} callback_vs_call={} vec_vs_bytes={} first_call_vs_raw={} first_call_checked_vs_raw={} tls_pipelined_vs_plain={} tls_mib_vs_plain={} key_connect_vs_plain={} recorder_vs_none={} balanced_vs_plain_cpu={}",
         fmt(ratio(Metric::PipeCalls, Column::Tarpc)),
         fmt(ratio(Metric::PipeCalls, Column::Raw)),
         fmt(ratio(Metric::ManyCalls, Column::Tarpc)),
@@ -1329,6 +1467,7 @@ fn print_report(s: &Settings, results: &Results, took: Duration) {
         fmt(tls_vs(Metric::EchoLarge)),
         fmt(vec_vs(Metric::ColdKeyP50, Metric::ColdLazyP50)),
         fmt(vec_vs(Metric::PipeCallsRecorded, Metric::PipeCalls)),
+        fmt(med(Metric::BalancedRatio, Column::Ipc)),
     );
     let _ = out.flush();
 }

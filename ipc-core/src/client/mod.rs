@@ -9,6 +9,7 @@
 mod lookups;
 mod object_ref;
 mod reconnect;
+mod replicas;
 
 use std::fmt;
 use std::io;
@@ -28,6 +29,9 @@ use crate::transport::{self, Address, Socket, Stream, TlsClient};
 pub use object_ref::ObjectRef;
 pub(crate) use reconnect::Link;
 use reconnect::Links;
+pub use replicas::{
+    Endpoint, Membership, Policy, ReplicaState, ReplicaStatus, Replicas, ReplicasBuilder,
+};
 
 /// A connection to a server, from which typed proxies are made.
 ///

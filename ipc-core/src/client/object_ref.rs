@@ -5,7 +5,10 @@
 //! says), as an object the peer exported on one connection (a callback or a
 //! returned object: that connection only, no reconnect), or locally (an
 //! object this process serves, wrapped by [`crate::Remote::new`] and not
-//! sent anywhere yet: calls go straight to it).
+//! sent anywhere yet: calls go straight to it). A fourth, balanced, spreads
+//! calls over the replicas of a service (`balanced.rs`).
+
+mod balanced;
 
 use std::fmt;
 use std::future::Future;
@@ -18,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use super::lookups::{Lookup, Progress};
+use super::replicas::Pool;
 use super::{Client, Link};
 use crate::connection::{Connection, Discard, Import, Response};
 use crate::error::{CallError, Error};
@@ -51,6 +55,8 @@ enum Target {
     Imported(Arc<Import>),
     /// Served by this process, called directly.
     Local(Arc<dyn Service>),
+    /// Spread over the replicas of a service.
+    Balanced(Arc<Pool>),
 }
 
 impl fmt::Debug for ObjectRef {
@@ -59,6 +65,7 @@ impl fmt::Debug for ObjectRef {
             Target::Named { .. } => "named",
             Target::Imported(_) => "imported",
             Target::Local(_) => "local",
+            Target::Balanced(_) => "balanced",
         };
         f.debug_struct("ObjectRef")
             .field("name", &self.name())
@@ -148,6 +155,19 @@ impl ObjectRef {
         }
     }
 
+    /// Calls spread over `pool`'s replicas.
+    pub(crate) fn balanced(
+        pool: Arc<Pool>,
+        descriptor: &'static ObjectDescriptor,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            target: Target::Balanced(pool),
+            descriptor,
+            timeout,
+        }
+    }
+
     /// A reference to `service`, served by this process.
     pub(crate) fn local(service: Arc<dyn Service>, descriptor: &'static ObjectDescriptor) -> Self {
         Self {
@@ -166,10 +186,11 @@ impl ObjectRef {
     }
 
     /// The name the object was looked up under; for an object passed over a
-    /// connection, its trait's name.
+    /// connection, its trait's name; for a balanced proxy, the service's.
     pub fn name(&self) -> &str {
         match &self.target {
             Target::Named { name, .. } => name,
+            Target::Balanced(pool) => pool.service(),
             Target::Imported(_) | Target::Local(_) => self.descriptor.trait_name,
         }
     }
@@ -333,6 +354,7 @@ impl ObjectRef {
                         reply.log_if_error();
                         Ok(())
                     }
+                    Target::Balanced(pool) => self.spread_oneway(pool, method, args).await,
                 }
             };
             tokio::time::timeout(self.timeout, send)
@@ -407,6 +429,11 @@ impl ObjectRef {
                     }
                     Target::Local(service) => {
                         self.invoke_local(service, method, args, shape, &finish)
+                            .await
+                    }
+                    Target::Balanced(pool) => {
+                        let idempotent = info.is_some_and(|m| m.idempotent);
+                        self.spread(pool, method, args, shape, discard, idempotent, &finish)
                             .await
                     }
                 }

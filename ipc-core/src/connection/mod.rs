@@ -261,6 +261,19 @@ impl Connection {
         }
     }
 
+    /// Waits until the connection has ended.
+    pub(crate) async fn closed(&self) {
+        loop {
+            let woken = self.opened.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            woken.await;
+        }
+    }
+
     /// Keeps the connection open until [`Connection::unhold`].
     pub(crate) fn hold(&self) {
         self.holds.fetch_add(1, Ordering::AcqRel);

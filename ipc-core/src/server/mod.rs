@@ -8,7 +8,9 @@
 //!
 //! Shutdown, step by step: the token is cancelled (by [`ServerHandle::stop`],
 //! by dropping the handle, by the caller's own token or
-//! [`ServerBuilder::shutdown_on`]); the listener closes, so new connections
+//! [`ServerBuilder::shutdown_on`]); the tasks given to
+//! [`ServerHandle::before_drain`] run (a registry deregistration, say) while
+//! the server still serves; then the listener closes, so new connections
 //! are refused; every connection sends `GoAway`, ends its streams
 //! (`ShuttingDown`), answers new requests with `ShuttingDown` and waits for
 //! its in-flight calls; after the grace period, calls still running are
@@ -22,8 +24,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -348,7 +350,7 @@ impl ServerBuilder {
         shared.tracker.spawn(accept_loop(shared.clone(), listener));
         spawn_supervisor(&shared);
         if let Some(signal) = signal {
-            let token = shared.token.clone();
+            let token = shared.requested.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     _ = signal => token.cancel(),
@@ -410,7 +412,7 @@ impl ServerBuilder {
                 });
             }
         };
-        let token = self.token.map(|t| t.child_token()).unwrap_or_default();
+        let requested = self.token.map(|t| t.child_token()).unwrap_or_default();
         Ok(Arc::new(Shared {
             bind_addr: self.addr,
             objects,
@@ -419,7 +421,9 @@ impl ServerBuilder {
             limits: self.limits,
             gauges: Gauges::default(),
             grace_period: self.grace_period,
-            token,
+            requested,
+            before_drain: Mutex::new(Some(Vec::new())),
+            token: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             stopped: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -430,6 +434,9 @@ impl ServerBuilder {
         }))
     }
 }
+
+/// A task given to [`ServerHandle::before_drain`].
+type BeforeDrain = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 struct Exposed {
     name: Arc<str>,
@@ -487,7 +494,12 @@ struct Shared {
     limits: Limits,
     gauges: Gauges,
     grace_period: Duration,
-    /// Cancelled to start a graceful shutdown.
+    /// Cancelled to ask for a graceful shutdown (the token users see).
+    requested: CancellationToken,
+    /// What runs between the request and the drain; `None` once taken.
+    before_drain: Mutex<Option<Vec<BeforeDrain>>>,
+    /// Cancelled when draining starts: the listener closes, connections
+    /// send GoAway.
     token: CancellationToken,
     /// Cancelled when the grace period is over: remaining calls are dropped.
     hard_stop: CancellationToken,
@@ -523,7 +535,7 @@ impl fmt::Debug for ServerHandle {
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        self.shared.token.cancel();
+        self.shared.requested.cancel();
     }
 }
 
@@ -535,14 +547,39 @@ impl ServerHandle {
 
     /// The token whose cancellation shuts this server down.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shared.token.clone()
+        self.shared.requested.clone()
     }
 
     /// Shuts down gracefully and returns when every connection has closed:
-    /// at most the grace period plus the time to flush final replies.
+    /// at most the tasks given to [`ServerHandle::before_drain`], then the
+    /// grace period plus the time to flush final replies.
     pub async fn stop(self) {
-        self.shared.token.cancel();
+        self.shared.requested.cancel();
         self.stopped().await;
+    }
+
+    /// Runs `task` when a graceful shutdown starts, before the server stops
+    /// accepting and sends GoAway: the place to withdraw this server from a
+    /// registry, so that clients stop choosing it before it drains. Until
+    /// every such task has finished (at most the grace period, then the
+    /// drain starts anyway) the server serves as usual. Tasks run
+    /// concurrently; [`ServerHandle::abort`] skips them. Given after the
+    /// shutdown started, `task` is spawned at once.
+    pub fn before_drain<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = self
+            .shared
+            .before_drain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match tasks.as_mut() {
+            Some(tasks) => tasks.push(Box::pin(task)),
+            None => {
+                tokio::spawn(task);
+            }
+        }
     }
 
     /// Current load: connections, calls in flight, reply bytes buffered,
@@ -564,6 +601,7 @@ impl ServerHandle {
     pub async fn abort(self) {
         self.shared.hard_stop.cancel();
         self.shared.token.cancel();
+        self.shared.requested.cancel();
         self.stopped().await;
     }
 
@@ -595,7 +633,23 @@ impl ServerHandle {
 fn spawn_supervisor(shared: &Arc<Shared>) {
     let shared = shared.clone();
     tokio::spawn(async move {
-        shared.token.cancelled().await;
+        shared.requested.cancelled().await;
+        let tasks = shared
+            .before_drain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        if !tasks.is_empty() && !shared.hard_stop.is_cancelled() {
+            tokio::select! {
+                _ = futures::future::join_all(tasks) => {}
+                _ = tokio::time::sleep(shared.grace_period) => {
+                    tracing::warn!("before-drain tasks still running after the grace period; draining");
+                }
+                _ = shared.hard_stop.cancelled() => {}
+            }
+        }
+        shared.token.cancel();
         tracing::info!("shutting down");
         shared.tracker.close();
         tokio::select! {
