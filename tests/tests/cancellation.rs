@@ -71,7 +71,9 @@ async fn calls_cut_short_by_tiny_timeouts_never_make_the_connection_overloaded()
         let client = connect(&server).await;
         let gate: GateProxy = client.get_exposed_object().await.unwrap();
         let mut overloaded = 0;
-        for i in 0..20_000u64 {
+        // 5,000 abandoned calls: 78 times the in-flight limit, so a slot
+        // leaked per call (or per few calls) would show.
+        for i in 0..5_000u64 {
             let d = Duration::from_micros(i % 200);
             if let Ok(Err(Error::Overloaded { .. })) =
                 tokio::time::timeout(d, gate.sleep_ms(1_000)).await
