@@ -135,7 +135,7 @@ async fn look_up(
     name: Arc<str>,
     progress: watch::Sender<Progress>,
 ) {
-    let deadline_ms = u32::try_from(conn.config.call_timeout.as_millis()).unwrap_or(u32::MAX);
+    let deadline_ms = wire::deadline_ms(conn.config.call_timeout);
     let outcome = async {
         let frame = FrameBuf::request(
             false,

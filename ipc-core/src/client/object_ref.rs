@@ -367,8 +367,7 @@ impl ObjectRef {
 
     /// The deadline as sent to the server: whole milliseconds, rounded up.
     fn deadline_ms(&self) -> u32 {
-        let ms = self.timeout.as_micros().div_ceil(1000);
-        u32::try_from(ms).unwrap_or(u32::MAX).max(1)
+        wire::deadline_ms(self.timeout)
     }
 
     fn imported_conn<'i>(&self, import: &'i Import) -> Result<&'i Arc<Connection>, Error> {
@@ -728,7 +727,7 @@ impl ObjectRef {
 /// The server's directory, through `client`.
 pub(super) async fn directory(client: &Client) -> Result<Vec<ObjectInfo>, Error> {
     let timeout = client.call_timeout();
-    let deadline_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    let deadline_ms = wire::deadline_ms(timeout);
     let list = async {
         let link = client.links().live().await?;
         let frame = encode_request(
@@ -760,9 +759,7 @@ pub(super) async fn directory(client: &Client) -> Result<Vec<ObjectInfo>, Error>
 /// The schema of the object exposed as `name`, through `client`.
 pub(super) async fn schema(client: &Client, name: &str) -> Result<ObjectSchema, Error> {
     let timeout = client.call_timeout();
-    let deadline_ms = u32::try_from(timeout.as_micros().div_ceil(1000))
-        .unwrap_or(u32::MAX)
-        .max(1);
+    let deadline_ms = wire::deadline_ms(timeout);
     let ask = async {
         let link = client.links().live().await?;
         let frame = encode_request(

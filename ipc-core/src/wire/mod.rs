@@ -49,6 +49,14 @@ use tokio_util::codec::LengthDelimitedCodec;
 pub use codec::{DecodeError, EncodeError, decode, decode_shared, encode_to_vec};
 pub use frame::{Frame, FrameBuf, FrameTooLarge};
 
+/// A call's deadline as a request carries it: whole milliseconds, rounded
+/// up, at least 1 (0 means "none"), at most `u32::MAX`.
+pub(crate) fn deadline_ms(timeout: std::time::Duration) -> u32 {
+    u32::try_from(timeout.as_micros().div_ceil(1000))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 /// The four bytes every handshake starts with.
 pub const MAGIC: [u8; 4] = *b"IPCR";
 /// The protocol version this build speaks. Peers must agree exactly.

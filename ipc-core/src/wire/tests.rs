@@ -250,3 +250,13 @@ fn byte_vectors_are_a_u64_length_then_the_bytes() {
     let lying = [&(1u64 << 40).to_le_bytes()[..], &[1, 2, 3]].concat();
     assert!(decode::<ByteVec>(&lying).is_err());
 }
+
+#[test]
+fn deadlines_are_whole_milliseconds_rounded_up_never_zero() {
+    use std::time::Duration;
+    assert_eq!(super::deadline_ms(Duration::from_micros(1)), 1);
+    assert_eq!(super::deadline_ms(Duration::ZERO), 1);
+    assert_eq!(super::deadline_ms(Duration::from_micros(1_200)), 2);
+    assert_eq!(super::deadline_ms(Duration::from_millis(60_000)), 60_000);
+    assert_eq!(super::deadline_ms(Duration::from_secs(u64::MAX)), u32::MAX);
+}
