@@ -289,10 +289,8 @@ async fn a_slowloris_of_1000_unauthenticated_connections_is_closed_at_the_handsh
             }
             holders.push(s);
         }
-        eventually(10, "1000 connections counted", || {
-            server.stats().connections >= 1000
-        })
-        .await;
+        // (Not "1000 open at once": on a loaded machine opening them takes
+        // longer than the timeout, and the first are closed already.)
         // Each is closed by the server at its handshake timeout.
         for mut s in holders {
             let mut buf = [0u8; 64];
