@@ -59,12 +59,12 @@ async fn serve(addr: &str, instance: u32) -> (ServerHandle, mpsc::UnboundedRecei
 /// A proxy through a new client of `addr` with the given reconnect policy
 /// (the proxy keeps its client alive).
 async fn proxy_to(addr: &str, policy: Reconnect) -> FlakyProxy {
-    let client = Client::builder()
-        .addr(addr)
-        .reconnect(policy)
-        .connect()
-        .await
-        .unwrap();
+    proxy_through(Client::builder().addr(addr).reconnect(policy)).await
+}
+
+/// A proxy through a new client built by `builder`.
+async fn proxy_through(builder: ipc_core::ClientBuilder) -> FlakyProxy {
+    let client = builder.connect().await.unwrap();
     client.get_exposed_object().await.unwrap()
 }
 
@@ -327,18 +327,18 @@ async fn under_restart_churn_no_call_fails_to_connect_while_its_policy_has_attem
 /// A client of `addr` that waits `wait` for the server, with two attempts a
 /// round 100 ms apart (the next round is due 100 ms after one fails).
 async fn short_rounds_to(addr: &str, wait: bool) -> FlakyProxy {
-    let client = Client::builder()
-        .addr(addr)
-        .reconnect(Reconnect {
-            max_attempts: 2,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(100),
-        })
-        .wait_for_server(wait)
-        .connect()
-        .await
-        .unwrap();
-    client.get_exposed_object().await.unwrap()
+    let policy = Reconnect {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(100),
+    };
+    proxy_through(
+        Client::builder()
+            .addr(addr)
+            .reconnect(policy)
+            .wait_for_server(wait),
+    )
+    .await
 }
 
 #[tokio::test]

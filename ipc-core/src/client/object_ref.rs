@@ -726,49 +726,45 @@ impl ObjectRef {
 
 /// The server's directory, through `client`.
 pub(super) async fn directory(client: &Client) -> Result<Vec<ObjectInfo>, Error> {
-    let timeout = client.call_timeout();
-    let deadline_ms = wire::deadline_ms(timeout);
-    let list = async {
-        let link = client.links().live().await?;
-        let frame = encode_request(
-            &link.conn,
-            false,
-            wire::SYSTEM_OBJECT,
-            wire::SYSTEM_LIST,
-            deadline_ms,
-            &(),
-        )?;
-        let response = link
-            .conn
-            .send_call(frame, None, false)
-            .await?
-            .response()
-            .await?;
-        match response.status {
-            Status::Ok => decode_body(Some(&link.conn), &response),
-            other => Err(Error::Protocol {
-                detail: format!("the directory answered with status {other:?}"),
-            }),
+    system_call(client, wire::SYSTEM_LIST, &(), |status, _| {
+        Error::Protocol {
+            detail: format!("the directory answered with status {status:?}"),
         }
-    };
-    tokio::time::timeout(timeout, list)
-        .await
-        .map_err(|_| Error::Timeout { after: timeout })?
+    })
+    .await
 }
 
 /// The schema of the object exposed as `name`, through `client`.
 pub(super) async fn schema(client: &Client, name: &str) -> Result<ObjectSchema, Error> {
+    system_call(client, wire::SYSTEM_SCHEMA, name, |status, body| {
+        Error::from_status(status, body, name)
+    })
+    .await
+}
+
+/// Calls method `method` of the system object on `client`'s current
+/// connection, within the client's call timeout; a reply other than `Ok`
+/// becomes `refused(status, body)`.
+async fn system_call<A, R>(
+    client: &Client,
+    method: u16,
+    args: &A,
+    refused: impl FnOnce(Status, &[u8]) -> Error,
+) -> Result<R, Error>
+where
+    A: Serialize + ?Sized,
+    R: DeserializeOwned,
+{
     let timeout = client.call_timeout();
-    let deadline_ms = wire::deadline_ms(timeout);
-    let ask = async {
+    let call = async {
         let link = client.links().live().await?;
         let frame = encode_request(
             &link.conn,
             false,
             wire::SYSTEM_OBJECT,
-            wire::SYSTEM_SCHEMA,
-            deadline_ms,
-            name,
+            method,
+            wire::deadline_ms(timeout),
+            args,
         )?;
         let response = link
             .conn
@@ -778,10 +774,10 @@ pub(super) async fn schema(client: &Client, name: &str) -> Result<ObjectSchema, 
             .await?;
         match response.status {
             Status::Ok => decode_body(Some(&link.conn), &response),
-            other => Err(Error::from_status(other, &response.body, name)),
+            other => Err(refused(other, &response.body)),
         }
     };
-    tokio::time::timeout(timeout, ask)
+    tokio::time::timeout(timeout, call)
         .await
         .map_err(|_| Error::Timeout { after: timeout })?
 }

@@ -136,20 +136,25 @@ impl ServerHost {
     /// A lookup, remembered in the order read, whatever it finds (see
     /// `lookups`), so that a client may call it before the answer.
     fn resolve(&self, conn: &Connection, request: &Request) -> Reply {
-        let (found, failure) = self.look_up(conn, request);
+        let (found, failure, name) = match wire::decode::<ResolveRequest>(&request.args) {
+            Ok(lookup) => {
+                let (found, failure) = self.look_up(conn, &lookup);
+                (found, failure, lookup.name)
+            }
+            Err(e) => (
+                Found::failure(Status::BadRequest, None),
+                Some(Reply::error(Status::BadRequest, &e.to_string())),
+                String::new(),
+            ),
+        };
         self.lookups.record(found);
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let name = wire::decode::<ResolveRequest>(&request.args)
-                .map(|l| l.name)
-                .unwrap_or_default();
-            let result = match found {
-                Found::Object(_) => "found",
-                Found::Failed(Status::UnknownObject, _) => "unknown object",
-                Found::Failed(Status::TraitMismatch, _) => "trait mismatch",
-                Found::Failed(..) => "bad request",
-            };
-            tracing::debug!(name = %name, result, "object lookup");
-        }
+        let result = match found {
+            Found::Object(_) => "found",
+            Found::Failed(Status::UnknownObject, _) => "unknown object",
+            Found::Failed(Status::TraitMismatch, _) => "trait mismatch",
+            Found::Failed(..) => "bad request",
+        };
+        tracing::debug!(name = %name, result, "object lookup");
         match (found, failure) {
             (_, Some(failure)) => failure,
             (Found::Object(i), None) => Reply::value(&u32::try_from(i + 1).unwrap_or(0)),
@@ -158,17 +163,7 @@ impl ServerHost {
     }
 
     /// What a lookup finds, and the answer if that is a failure.
-    fn look_up(&self, conn: &Connection, request: &Request) -> (Found, Option<Reply>) {
-        let failed = |status, detail: &str| {
-            (
-                Found::failure(status, None),
-                Some(Reply::error(status, detail)),
-            )
-        };
-        let lookup: ResolveRequest = match wire::decode(&request.args) {
-            Ok(l) => l,
-            Err(e) => return failed(Status::BadRequest, &e.to_string()),
-        };
+    fn look_up(&self, conn: &Connection, lookup: &ResolveRequest) -> (Found, Option<Reply>) {
         let index = self
             .shared
             .by_name
@@ -177,9 +172,12 @@ impl ServerHost {
             .and_then(|&handle| usize::try_from(handle).ok()?.checked_sub(1));
         let Some((index, exposed)) = index.and_then(|i| Some((i, self.shared.objects.get(i)?)))
         else {
-            return failed(Status::UnknownObject, &lookup.name);
+            return (
+                Found::failure(Status::UnknownObject, None),
+                Some(Reply::error(Status::UnknownObject, &lookup.name)),
+            );
         };
-        match exposed.service.descriptor().mismatch(&lookup) {
+        match exposed.service.descriptor().mismatch(lookup) {
             None => (Found::Object(index), None),
             Some(mismatch) => (
                 Found::failure(Status::TraitMismatch, Some(&mismatch)),
