@@ -213,17 +213,25 @@ impl Outbox {
     /// Waits until the queue is below its high-water mark (or closed). Used to
     /// stop reading requests while replies cannot be sent.
     pub(crate) async fn has_space(&self) {
+        // Fast path: there is room (the usual case), no waiter to set up.
+        if self.has_room_now() {
+            return;
+        }
         loop {
             let mut notified = pin!(self.space.notified());
             notified.as_mut().enable();
-            {
-                let st = self.lock();
-                if st.closed || st.queued < self.high_water {
-                    return;
-                }
+            if self.has_room_now() {
+                return;
             }
             notified.await;
         }
+    }
+
+    /// Whether a frame may be appended now (or the queue is closed, when
+    /// nothing is worth waiting for).
+    pub(crate) fn has_room_now(&self) -> bool {
+        let st = self.lock();
+        st.closed || st.queued < self.high_water
     }
 
     /// Accounts for `len` more queued bytes, waking the writer if the queue

@@ -147,6 +147,10 @@ pub(crate) fn with_frame<R>(frame: &bytes::Bytes, decode: impl FnOnce() -> R) ->
             FRAME.with(|f| *f.borrow_mut() = previous);
         }
     }
+    if frame.len() < SHARE_MIN {
+        // Nothing in it is long enough to be shared: no need to register.
+        return decode();
+    }
     let previous = FRAME.with(|f| f.borrow_mut().replace(frame.clone()));
     let _reset = Reset(previous);
     decode()

@@ -49,9 +49,10 @@ pub(crate) fn enter(scope: Scope) -> Entered {
     Entered(CURRENT.with(|c| c.borrow_mut().replace(scope)))
 }
 
-/// Runs `f` with `scope` current.
-pub(crate) fn with<R>(scope: &Scope, f: impl FnOnce() -> R) -> R {
-    let _entered = enter(scope.clone());
+/// Runs `f` with `scope` current. (By value: a scope holds an `Arc`, and
+/// most callers make it for this one use.)
+pub(crate) fn with<R>(scope: Scope, f: impl FnOnce() -> R) -> R {
+    let _entered = enter(scope);
     f()
 }
 

@@ -150,7 +150,7 @@ impl<T: DeserializeOwned + Send + 'static> Streaming<T> {
 
 /// Decodes and drops an item nobody will read.
 fn discard_item<T: DeserializeOwned>(conn: &Arc<Connection>, item: &Bytes) {
-    let _ = scope::with(&conn.scope(), || wire::decode_shared::<T>(item));
+    let _ = scope::with(conn.scope(), || wire::decode_shared::<T>(item));
 }
 
 fn decode_item<T: DeserializeOwned>(item: &Bytes) -> Result<T, Error> {
@@ -170,7 +170,7 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Received::Item(item)) => {
                     let scope = receiver.conn().scope();
-                    Poll::Ready(Some(scope::with(&scope, || decode_item(&item))))
+                    Poll::Ready(Some(scope::with(scope, || decode_item(&item))))
                 }
                 Poll::Ready(Received::End) => Poll::Ready(None),
                 Poll::Ready(Received::Failed(status, body)) => {

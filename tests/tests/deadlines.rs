@@ -148,3 +148,171 @@ async fn a_generic_function_sets_a_deadline_through_the_proxy_trait() {
     })
     .await;
 }
+
+// A call's deadline is kept in the connection's table of calls and enforced
+// by one timer per connection (the sweep), not a timer per call. These pin
+// what that must not change.
+
+#[tokio::test(start_paused = true)]
+async fn a_short_deadline_behind_a_long_one_still_fires_on_time() {
+    within(60, async {
+        let (gate, mut probes) = GateImpl::probed();
+        let server = start(|b| b.expose(GateServer::new(gate))).await;
+        let client = connect_in_memory(&server).await;
+        let proxy: GateProxy = client.get_exposed_object().await.unwrap();
+        let began = Instant::now();
+        // The sweep first sleeps until this call's deadline, 10 s away...
+        let long = tokio::spawn({
+            let proxy = proxy.with_timeout(Duration::from_secs(10));
+            async move { proxy.sleep_observed(60_000).await }
+        });
+        probes.started.recv().await.unwrap();
+        // ...and must wake earlier for this one.
+        let short = proxy.with_timeout(Duration::from_millis(100));
+        let sent = Instant::now();
+        match short.sleep_observed(60_000).await {
+            Err(Error::Timeout { after }) => assert_eq!(after, Duration::from_millis(100)),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        let waited = sent.elapsed();
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert!(waited < Duration::from_millis(110), "{waited:?}");
+        match long.await.unwrap() {
+            Err(Error::Timeout { after }) => assert_eq!(after, Duration::from_secs(10)),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        let waited = began.elapsed();
+        assert!(waited >= Duration::from_secs(10), "{waited:?}");
+        assert!(waited < Duration::from_millis(10_010), "{waited:?}");
+        // Both handlers were dropped on the server.
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_millis(100), probes.dropped.recv())
+                .await
+                .expect("a handler was not dropped")
+                .unwrap();
+        }
+        assert_eq!(proxy.fast().await.unwrap(), 2);
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn hundreds_of_calls_with_mixed_deadlines_each_fail_at_their_own() {
+    within(60, async {
+        let (gate, mut probes) = GateImpl::probed();
+        let server = start(|b| b.expose(GateServer::new(gate))).await;
+        let client = connect_in_memory(&server).await;
+        let proxy: GateProxy = client.get_exposed_object().await.unwrap();
+        const CALLS: u64 = 300;
+        let calls = (0..CALLS).map(|i| {
+            // Deadlines out of order: 500 ms, 10 ms, 490 ms, 20 ms, ...
+            let ms = if i % 2 == 0 { 500 - i } else { 10 + i };
+            let proxy = proxy.with_timeout(Duration::from_millis(ms));
+            async move {
+                let sent = Instant::now();
+                let result = proxy.sleep_observed(60_000).await;
+                (ms, sent.elapsed(), result)
+            }
+        });
+        for (ms, waited, result) in futures::future::join_all(calls).await {
+            match result {
+                Err(Error::Timeout { after }) => assert_eq!(after, Duration::from_millis(ms)),
+                other => panic!("expected a timeout, got {other:?}"),
+            }
+            assert!(waited >= Duration::from_millis(ms), "{ms} ms: {waited:?}");
+            assert!(
+                waited < Duration::from_millis(ms + 10),
+                "{ms} ms: {waited:?}"
+            );
+        }
+        for _ in 0..CALLS {
+            tokio::time::timeout(Duration::from_millis(100), probes.dropped.recv())
+                .await
+                .expect("a handler was not dropped")
+                .unwrap();
+        }
+        eventually(5, "no call in flight on the server", || {
+            server.stats().in_flight == 0
+        })
+        .await;
+        // And a call with no deadline trouble still goes through.
+        assert_eq!(proxy.fast().await.unwrap(), 2);
+        server.stop().await;
+    })
+    .await;
+}
+
+/// A runtime with one worker, on threads of its own.
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("no runtime: {e}"),
+    }
+}
+
+/// A current-thread runtime: it runs its tasks only while something blocks on it.
+fn current_thread() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("no runtime: {e}"),
+    }
+}
+
+#[test]
+fn a_call_from_another_runtime_keeps_its_deadline_when_the_connections_runtime_is_not_driven() {
+    let server_rt = runtime();
+    let (gate, _probes) = GateImpl::probed();
+    let server = server_rt.block_on(start(|b| b.expose(GateServer::new(gate))));
+    // The connection's reader and writer live on `idle`, which nothing
+    // drives once `block_on` returns.
+    let idle = current_thread();
+    let proxy: GateProxy = idle.block_on(async {
+        let client = connect(&server).await;
+        client.get_exposed_object().await.unwrap()
+    });
+    let caller = current_thread();
+    caller.block_on(within(10, async {
+        match proxy.with_timeout(Duration::from_millis(200)).fast().await {
+            Err(Error::Timeout { after }) => assert_eq!(after, Duration::from_millis(200)),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }));
+    // Driven again, the connection works.
+    assert_eq!(idle.block_on(within(10, proxy.fast())).unwrap(), 2);
+    drop(proxy);
+    drop(idle);
+    server_rt.block_on(server.stop());
+}
+
+#[test]
+fn a_client_whose_runtime_shut_down_reconnects_from_the_callers_runtime() {
+    let server_rt = runtime();
+    let (gate, _probes) = GateImpl::probed();
+    let server = server_rt.block_on(start(|b| b.expose(GateServer::new(gate))));
+    let first = runtime();
+    let proxy: GateProxy = first.block_on(async {
+        let client = connect(&server).await;
+        let proxy: GateProxy = client.get_exposed_object().await.unwrap();
+        assert_eq!(proxy.fast().await.unwrap(), 2);
+        proxy
+    });
+    // The connection's tasks go with their runtime: the connection closes,
+    // and the next call connects again from where it is made. It neither
+    // hangs nor waits for its deadline (30 s; the watchdog fires at 10).
+    drop(first);
+    let caller = runtime();
+    caller.block_on(within(10, async {
+        assert_eq!(proxy.fast().await.unwrap(), 2);
+    }));
+    drop(proxy);
+    drop(caller);
+    server_rt.block_on(server.stop());
+}

@@ -169,7 +169,7 @@ async fn look_up(
             }
         };
         let pending = conn
-            .send_call_then(frame, None, false, || {
+            .send_call_then(frame, None, false, None, || {
                 let n = lookups.queued.fetch_add(1, Ordering::Relaxed);
                 if n < MAX_REMEMBERED {
                     progress.send_replace(Progress::Sent(wire::LOOKUP_BASE + n));

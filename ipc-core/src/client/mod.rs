@@ -411,7 +411,7 @@ impl ClientBuilder {
             );
             let writer = connection::spawn_writer(&conn, write);
             let hello = Some(self.connect_timeout);
-            tokio::spawn(read_loop(conn.clone(), frames, writer, hello));
+            tokio::spawn(read_loop(reading(&conn), frames, writer, hello));
             return Ok(conn);
         }
         let handshake = connection::complete_as_client(opening, &self.config).await?;
@@ -442,7 +442,7 @@ impl ClientBuilder {
             1,
         );
         let writer = connection::spawn_writer(&conn, write);
-        tokio::spawn(read_loop(conn.clone(), frames, writer, None));
+        tokio::spawn(read_loop(reading(&conn), frames, writer, None));
         Ok(conn)
     }
 }
@@ -461,15 +461,26 @@ impl Drop for CloseUnlessEstablished<'_> {
     }
 }
 
+/// The reader's hold on `conn`: made before its task, so that the
+/// connection closes even if the task is dropped before it runs (its
+/// runtime shut down).
+fn reading(conn: &Arc<Connection>) -> connection::CloseOnDrop {
+    connection::CloseOnDrop {
+        conn: conn.clone(),
+        why: "the connection's reader task ended (its runtime shut down)",
+    }
+}
+
 /// Handles incoming frames until the connection ends, then ends what is
 /// pending on it. `hello`: the server's hello is still to come, within this
 /// long.
 async fn read_loop(
-    conn: Arc<Connection>,
+    reading: connection::CloseOnDrop,
     mut frames: Frames,
     writer: tokio::task::JoinHandle<io::Result<()>>,
     hello: Option<Duration>,
 ) {
+    let conn = reading.conn.clone();
     if let Some(within) = hello {
         let opened = tokio::time::timeout(
             within,

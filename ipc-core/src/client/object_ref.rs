@@ -12,6 +12,7 @@ mod balanced;
 
 use std::fmt;
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,7 +24,7 @@ use tracing::Instrument;
 use super::lookups::{Lookup, Progress};
 use super::replicas::Pool;
 use super::{Client, Link};
-use crate::connection::{Connection, Discard, Import, Response};
+use crate::connection::{Connection, Deadline, Discard, Import, Response, within};
 use crate::error::{CallError, Error};
 use crate::object::{ObjectDescriptor, ObjectInfo};
 use crate::schema::ObjectSchema;
@@ -121,6 +122,16 @@ impl Via<'_> {
 enum Shape {
     Call,
     Stream,
+}
+
+/// What every attempt of one call shares.
+#[derive(Clone, Copy)]
+struct Call<'d> {
+    method: u16,
+    shape: Shape,
+    /// Decodes an answer that comes after the caller gave up.
+    discard: Option<Discard>,
+    deadline: &'d Deadline,
 }
 
 impl ObjectRef {
@@ -357,9 +368,10 @@ impl ObjectRef {
                     Target::Balanced(pool) => self.spread_oneway(pool, method, args).await,
                 }
             };
-            tokio::time::timeout(self.timeout, send)
+            // A timer only if the request has to wait to be queued.
+            within(&Deadline::after(self.timeout), pin!(send))
                 .await
-                .map_err(|_| Error::Timeout {
+                .ok_or(Error::Timeout {
                     after: self.timeout,
                 })?
         }
@@ -404,24 +416,40 @@ impl ObjectRef {
         async move {
             let info = self.descriptor.methods.get(usize::from(method));
             let method_name = info.map_or("?", |m| m.name);
-            let span = tracing::debug_span!(
-                "ipc.call",
-                object = %self.name(),
-                method = method_name,
-                id = tracing::field::Empty,
-            );
+            // With tracing's `log` feature on, even a disabled span costs.
+            let span = if tracing::enabled!(tracing::Level::DEBUG) {
+                tracing::debug_span!(
+                    "ipc.call",
+                    object = %self.name(),
+                    method = method_name,
+                    id = tracing::field::Empty,
+                )
+            } else {
+                tracing::Span::none()
+            };
+            let deadline = Deadline::after(self.timeout);
+            let deadline = &deadline;
             let attempts = async {
                 match &self.target {
                     Target::Named { client, .. } => {
                         let idempotent = info.is_some_and(|m| m.idempotent);
-                        self.attempts(client, method, args, shape, discard, idempotent, &finish)
-                            .await
+                        let call = Call {
+                            method,
+                            shape,
+                            discard,
+                            deadline,
+                        };
+                        self.attempts(client, call, args, idempotent, &finish).await
                     }
                     Target::Imported(import) => {
                         let conn = self.imported_conn(import)?;
-                        let (id, response) = self
-                            .once(conn, import.handle(), method, args, shape, discard)
-                            .await?;
+                        let call = Call {
+                            method,
+                            shape,
+                            discard,
+                            deadline,
+                        };
+                        let (id, response) = self.once(conn, import.handle(), call, args).await?;
                         let mut response = response;
                         let stream = response.stream.take();
                         finish(self, Via::Conn(conn, id, stream), response)
@@ -432,19 +460,26 @@ impl ObjectRef {
                     }
                     Target::Balanced(pool) => {
                         let idempotent = info.is_some_and(|m| m.idempotent);
-                        self.spread(pool, method, args, shape, discard, idempotent, &finish)
-                            .await
+                        let call = Call {
+                            method,
+                            shape,
+                            discard,
+                            deadline,
+                        };
+                        self.spread(pool, call, args, idempotent, &finish).await
                     }
                 }
             };
-            let timed = tokio::time::timeout(self.timeout, attempts);
+            // The deadline: see `connection::deadline` (no timer per call).
+            let attempts = pin!(attempts);
+            let timed = within(deadline, attempts);
             // Entering a disabled span on every poll still costs: skip it.
             let result = if span.is_disabled() {
                 timed.await
             } else {
                 timed.instrument(span).await
             };
-            result.map_err(|_| Error::Timeout {
+            result.ok_or(Error::Timeout {
                 after: self.timeout,
             })?
         }
@@ -452,14 +487,11 @@ impl ObjectRef {
 
     /// A named object's call: on the client's live connection, sent again
     /// when that is safe.
-    #[allow(clippy::too_many_arguments)]
     async fn attempts<A, Out, F>(
         &self,
         client: &Client,
-        method: u16,
+        call: Call<'_>,
         args: A,
-        shape: Shape,
-        discard: Option<Discard>,
         idempotent: bool,
         finish: &F,
     ) -> Result<Out, Error>
@@ -480,12 +512,12 @@ impl ObjectRef {
                 Err(e) => return Err(not_run.take().unwrap_or(e)),
             };
             let (handle, lookup) = self.handle_on(&link).await?;
-            let mut frame = self.encode_call(&link.conn, handle, method, &args);
+            let mut frame = self.encode_call(&link.conn, handle, call.method, &args);
             if awaits_hello(&frame, &link.conn) {
                 link.conn.established().await?;
-                frame = self.encode_call(&link.conn, handle, method, &args);
+                frame = self.encode_call(&link.conn, handle, call.method, &args);
             }
-            let sent = self.send(&link.conn, frame, shape, discard).await;
+            let sent = self.send(&link.conn, frame, call).await;
             let (result, left) = match sent {
                 Ok(pending) => {
                     let id = pending.id();
@@ -539,21 +571,19 @@ impl ObjectRef {
         &self,
         conn: &Arc<Connection>,
         handle: u32,
-        method: u16,
+        call: Call<'_>,
         args: A,
-        shape: Shape,
-        discard: Option<Discard>,
     ) -> Result<(u64, Response), Error>
     where
         A: Serialize + Send,
     {
-        let mut frame = self.encode_call(conn, handle, method, &args);
+        let mut frame = self.encode_call(conn, handle, call.method, &args);
         if awaits_hello(&frame, conn) {
             conn.established().await?;
-            frame = self.encode_call(conn, handle, method, &args);
+            frame = self.encode_call(conn, handle, call.method, &args);
         }
         drop(args);
-        let pending = self.send(conn, frame, shape, discard).await?;
+        let pending = self.send(conn, frame, call).await?;
         let id = pending.id();
         Ok((id, pending.response().await?))
     }
@@ -580,13 +610,16 @@ impl ObjectRef {
         &self,
         conn: &'c Arc<Connection>,
         frame: Result<FrameBuf, Error>,
-        shape: Shape,
-        discard: Option<Discard>,
+        call: Call<'c>,
     ) -> Result<crate::connection::PendingCall<'c>, Error> {
+        let opens_stream = matches!(call.shape, Shape::Stream);
         let pending = conn
-            .send_call(frame?, discard, matches!(shape, Shape::Stream))
+            .send_call(frame?, call.discard, opens_stream, Some(call.deadline))
             .await?;
-        tracing::Span::current().record("id", pending.id());
+        // `Span::current` costs even with tracing off: only when it may log.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::Span::current().record("id", pending.id());
+        }
         Ok(pending)
     }
 
@@ -768,7 +801,7 @@ where
         )?;
         let response = link
             .conn
-            .send_call(frame, None, false)
+            .send_call(frame, None, false, None)
             .await?
             .response()
             .await?;
@@ -792,7 +825,7 @@ fn encode_request<A: Serialize + ?Sized>(
     deadline_ms: u32,
     args: &A,
 ) -> Result<FrameBuf, Error> {
-    scope::with(&conn.scope(), || {
+    scope::with(conn.scope(), || {
         FrameBuf::request(
             oneway,
             handle,
@@ -830,7 +863,7 @@ fn decode_body<T: DeserializeOwned>(
 ) -> Result<T, Error> {
     let decode = || wire::decode_shared(&response.body);
     let decoded = match conn {
-        Some(conn) => scope::with(&conn.scope(), decode),
+        Some(conn) => scope::with(conn.scope(), decode),
         None => decode(),
     };
     decoded.map_err(|e| Error::Decode {

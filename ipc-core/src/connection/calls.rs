@@ -13,8 +13,10 @@ use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 
+use super::deadline::{Deadline, Due};
 use super::streams::Inbox;
 use super::{Closure, Connection};
 use crate::error::Error;
@@ -35,8 +37,8 @@ pub(crate) type Discard = fn(&Arc<Connection>, &Response);
 type Waiter = oneshot::Sender<Result<Response, Error>>;
 
 enum Pending {
-    /// The caller waits.
-    Waiting(Waiter, Option<Discard>),
+    /// The caller waits; until `Due`, if the sweep watches the call.
+    Waiting(Waiter, Option<Discard>, Option<Due>),
     /// The caller gave up; the response is still to come.
     Abandoned(Option<Discard>),
 }
@@ -66,12 +68,47 @@ impl std::hash::Hasher for IdHasher {
 struct State {
     map: HashMap<u64, Pending, BuildHasherDefault<IdHasher>>,
     closed: Option<Closure>,
+    /// Whether the sweep task runs.
+    sweeping: bool,
+    /// When the sweep looks at the table next, at the latest (`None`: when
+    /// signalled).
+    sweep_at: Option<Instant>,
+}
+
+/// What a call with a deadline asks of the sweep.
+enum Sweep {
+    /// Nothing: it wakes before the deadline anyway.
+    Nothing,
+    /// Wake it: it sleeps past the deadline.
+    Signal,
+    /// Start it.
+    Start,
+}
+
+impl State {
+    /// Makes sure the sweep looks at the table by `at`.
+    fn sweep_by(&mut self, at: Instant) -> Sweep {
+        if !self.sweeping {
+            self.sweeping = true;
+            self.sweep_at = Some(at);
+            return Sweep::Start;
+        }
+        match self.sweep_at {
+            Some(next) if next <= at => Sweep::Nothing,
+            _ => {
+                self.sweep_at = Some(at);
+                Sweep::Signal
+            }
+        }
+    }
 }
 
 /// The calls of one connection waiting for their responses.
 #[derive(Default)]
 pub(crate) struct Calls {
     state: Mutex<State>,
+    /// Wakes the sweep (a call due before it would wake, or the end).
+    sweep: Notify,
 }
 
 impl Calls {
@@ -90,6 +127,19 @@ impl Calls {
         self.lock().map.len()
     }
 
+    /// What the sweep waits on between looks at the table.
+    pub(super) fn sweep_signal(&self) -> tokio::sync::futures::Notified<'_> {
+        self.sweep.notified()
+    }
+
+    /// The sweep task has ended (or was dropped): the next call with a
+    /// deadline starts another.
+    pub(super) fn sweep_ended(&self) {
+        let mut st = self.lock();
+        st.sweeping = false;
+        st.sweep_at = None;
+    }
+
     /// Ends every pending call with `closure`'s error and refuses new ones.
     /// Calls the peer says it never read (ids above `peer_last_read`) did not
     /// run: they fail with `ShuttingDown`, which callers may safely retry.
@@ -101,8 +151,10 @@ impl Calls {
             }
             std::mem::take(&mut st.map)
         };
+        // The sweep ends too.
+        self.sweep.notify_one();
         for (id, pending) in map {
-            if let Pending::Waiting(waiter, _) = pending {
+            if let Pending::Waiting(waiter, ..) = pending {
                 let error = if id > peer_last_read {
                     Error::ShuttingDown
                 } else {
@@ -123,6 +175,8 @@ pub(crate) struct PendingCall<'a> {
     discard: Option<Discard>,
     armed: bool,
     stream: Option<Arc<Inbox>>,
+    /// The call's deadline, while the sweep watches it.
+    swept: Option<&'a Deadline>,
 }
 
 impl PendingCall<'_> {
@@ -135,6 +189,9 @@ impl PendingCall<'_> {
     pub(crate) async fn response(mut self) -> Result<Response, Error> {
         let received = (&mut self.rx).await;
         self.armed = false;
+        if let Some(deadline) = self.swept.take() {
+            deadline.set_swept(false);
+        }
         match received {
             Ok(Ok(mut r)) => {
                 r.stream = self.stream.take();
@@ -148,6 +205,9 @@ impl PendingCall<'_> {
 
 impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
+        if let Some(deadline) = self.swept.take() {
+            deadline.set_swept(false);
+        }
         if !self.armed {
             return;
         }
@@ -164,13 +224,16 @@ impl Connection {
     /// Queues a request and registers for its response. The request gets
     /// its id when queued, so ids on the wire strictly increase.
     /// `discard` decodes the response if it arrives after the caller gave up.
+    /// With a `deadline`, the call fails with `Timeout` when it passes (see
+    /// [`super::deadline`]).
     pub(crate) async fn send_call<'a>(
         self: &'a Arc<Self>,
         frame: FrameBuf,
         discard: Option<Discard>,
         opens_stream: bool,
+        deadline: Option<&'a Deadline>,
     ) -> Result<PendingCall<'a>, Error> {
-        self.send_call_then(frame, discard, opens_stream, || {})
+        self.send_call_then(frame, discard, opens_stream, deadline, || {})
             .await
     }
 
@@ -182,15 +245,22 @@ impl Connection {
         frame: FrameBuf,
         discard: Option<Discard>,
         opens_stream: bool,
+        deadline: Option<&'a Deadline>,
         on_queued: impl FnOnce(),
     ) -> Result<PendingCall<'a>, Error> {
         if self.is_going_away() {
             return Err(Error::ShuttingDown);
         }
+        // The sweep runs on this connection's runtime: a caller on another
+        // one keeps its own timer.
+        let due = deadline
+            .and_then(Deadline::due)
+            .filter(|_| self.on_own_runtime());
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
         let mut refused = false;
         let mut stream = None;
+        let mut sweep = Sweep::Nothing;
         let queued = self
             .outbox
             .push_numbered(frame, |id| {
@@ -200,7 +270,10 @@ impl Connection {
                     return;
                 }
                 if let Some(tx) = tx.take() {
-                    st.map.insert(id, Pending::Waiting(tx, discard));
+                    st.map.insert(id, Pending::Waiting(tx, discard, due));
+                    if let Some(due) = due {
+                        sweep = st.sweep_by(due.at);
+                    }
                 }
                 on_queued();
                 if opens_stream {
@@ -208,10 +281,19 @@ impl Connection {
                 }
             })
             .await;
+        match sweep {
+            Sweep::Nothing => {}
+            Sweep::Signal => self.calls.sweep.notify_one(),
+            Sweep::Start => super::deadline::spawn_sweep(self),
+        }
         let id = match queued {
             Ok(id) if !refused => id,
             _ => return Err(self.refusal()),
         };
+        let swept = deadline.filter(|_| due.is_some());
+        if let Some(deadline) = swept {
+            deadline.set_swept(true);
+        }
         if opens_stream {
             // The producer may send nothing before this first grant.
             let _ = self
@@ -225,6 +307,7 @@ impl Connection {
             discard,
             armed: true,
             stream,
+            swept,
         })
     }
 
@@ -253,9 +336,52 @@ impl Connection {
             }
         };
         if abandoned {
-            self.consumers.abandon(id);
-            let _ = self.outbox.push_now(FrameBuf::cancel(id));
+            self.cancel_abandoned(id);
         }
+    }
+
+    /// Tells the peer that nobody waits for the answer to call `id` (and
+    /// stops taking the stream it may open).
+    fn cancel_abandoned(&self, id: u64) {
+        self.consumers.abandon(id);
+        let _ = self.outbox.push_now(FrameBuf::cancel(id));
+    }
+
+    /// Ends every call whose deadline is at or before `now` with `Timeout`
+    /// (the peer is told to cancel it). Returns the next deadline, if any;
+    /// `None` once the connection has closed.
+    pub(super) fn expire_calls(self: &Arc<Self>, now: Instant) -> Option<Option<Instant>> {
+        let mut expired = Vec::new();
+        let next = {
+            let mut st = self.calls.lock();
+            if st.closed.is_some() {
+                return None;
+            }
+            let mut next: Option<Instant> = None;
+            for (&id, pending) in &mut st.map {
+                let Pending::Waiting(_, discard, Some(due)) = pending else {
+                    continue;
+                };
+                if due.at > now {
+                    next = Some(next.map_or(due.at, |n| n.min(due.at)));
+                    continue;
+                }
+                let after = due.after;
+                let discard = *discard;
+                if let Pending::Waiting(waiter, ..) =
+                    std::mem::replace(pending, Pending::Abandoned(discard))
+                {
+                    expired.push((id, waiter, after));
+                }
+            }
+            st.sweep_at = next;
+            next
+        };
+        for (id, waiter, after) in expired {
+            let _ = waiter.send(Err(Error::Timeout { after }));
+            self.cancel_abandoned(id);
+        }
+        Some(next)
     }
 
     /// A response that arrived for a caller that is gone: releases the
@@ -286,7 +412,7 @@ impl Connection {
             stream: None,
         };
         match pending {
-            Some(Pending::Waiting(waiter, discard)) => {
+            Some(Pending::Waiting(waiter, discard, _)) => {
                 if let Err(Ok(response)) = waiter.send(Ok(response)) {
                     // The caller went away between the two, and its drop
                     // found nothing to read yet.

@@ -107,6 +107,10 @@ impl Connection {
     }
 
     async fn wait_for_room(&self) -> Result<(), Error> {
+        // The usual case, without a timer or a waiter.
+        if self.outbox.has_room_now() {
+            return Ok(());
+        }
         let room = self.outbox.has_space();
         match self.config.stall_timeout {
             Some(stall) => {
@@ -192,7 +196,7 @@ impl Connection {
     async fn dispatch(self: &Arc<Self>, request: Request) {
         let scope = self.scope();
         if request.object == wire::SYSTEM_OBJECT {
-            let reply = scope::with(&scope, || self.host.system(self, &request));
+            let reply = scope::with(scope, || self.host.system(self, &request));
             self.answer(request.id, request.oneway, reply).await;
             return;
         }
@@ -208,7 +212,7 @@ impl Connection {
         // factory, and the arguments' `Deserialize`. A panic in either is
         // that call's failure, not the connection's.
         let named = object < wire::EXPORT_BASE;
-        let started = scope::with(&scope, || {
+        let started = scope::with(scope.clone(), || {
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let target = if named {
                     self.host.named(object)?
@@ -303,8 +307,12 @@ impl Connection {
             .methods
             .get(usize::from(method))
             .map_or("?", |m| m.name);
-        let span =
-            tracing::debug_span!("ipc.handle", object = %target.name, method = method_name, id);
+        // With tracing's `log` feature on, even a disabled span costs.
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!("ipc.handle", object = %target.name, method = method_name, id)
+        } else {
+            tracing::Span::none()
+        };
         // Logged and counted when it ends (as cancelled if dropped first).
         let record = CallRecord::start(&target.name, method, method_name, target.metrics.as_ref());
         let context = CallContext {

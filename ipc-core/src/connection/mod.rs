@@ -9,6 +9,7 @@
 //! connection's reader task, in order.
 
 mod calls;
+mod deadline;
 mod dispatch;
 mod exports;
 mod handshake;
@@ -32,6 +33,7 @@ use crate::transport::BoxedWrite;
 use crate::wire::{self, FrameBuf, Message, Request};
 
 pub(crate) use calls::{Discard, PendingCall, Response};
+pub(crate) use deadline::{Deadline, within};
 pub(crate) use exports::Import;
 pub(crate) use handshake::{
     ClientOpening, Frames, Handshake, Identity, begin_as_client, complete_as_client,
@@ -189,6 +191,8 @@ pub(crate) struct Connection {
     /// neither the client nor any proxy to an object imported on it holds
     /// it any more. A server's has one hold that is never given back.
     holds: AtomicUsize,
+    /// The runtime the connection's tasks run on (it is made there).
+    runtime: Option<tokio::runtime::Id>,
 }
 
 impl Connection {
@@ -223,7 +227,14 @@ impl Connection {
             exports: Exports::default(),
             activity: AtomicBool::new(false),
             holds: AtomicUsize::new(holds),
+            runtime: tokio::runtime::Handle::try_current().ok().map(|h| h.id()),
         })
+    }
+
+    /// Whether the caller runs on the runtime of this connection's tasks.
+    fn on_own_runtime(&self) -> bool {
+        self.runtime.is_some()
+            && tokio::runtime::Handle::try_current().is_ok_and(|h| Some(h.id()) == self.runtime)
     }
 
     /// The largest frame the peer accepts. Before its hello: the protocol's
@@ -419,6 +430,23 @@ impl Connection {
         self.outbox.close();
         // Whoever waits for the hello learns the connection's fate.
         self.opened.notify_waiters();
+    }
+}
+
+/// Closes a connection when dropped, however the task that holds it ends
+/// (finished, panicked, or dropped with its runtime, even before it first
+/// ran): nothing waits on a dead connection. `why` is the closure if the
+/// task did not close the connection itself.
+pub(crate) struct CloseOnDrop {
+    pub(crate) conn: Arc<Connection>,
+    pub(crate) why: &'static str,
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if !self.conn.is_closed() {
+            self.conn.close(Closure::Lost(self.why.into()));
+        }
     }
 }
 

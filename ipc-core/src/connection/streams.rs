@@ -54,7 +54,7 @@ pub(super) async fn produce(
                 return items;
             }
             let next = std::future::poll_fn(|cx| {
-                let polled = crate::scope::with(&scope, || {
+                let polled = crate::scope::with(scope.clone(), || {
                     std::panic::catch_unwind(AssertUnwindSafe(|| {
                         source.as_mut().poll_item(cx, id, conn.peer_max_frame())
                     }))

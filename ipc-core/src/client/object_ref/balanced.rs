@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{MAX_RETRIES, ObjectRef, Shape, Via, awaits_hello, encode_request};
+use super::{Call, MAX_RETRIES, ObjectRef, Via, awaits_hello, encode_request};
 use crate::client::lookups::Lookup;
 use crate::client::replicas::{Live, Pool};
-use crate::connection::{Discard, Response};
+use crate::connection::Response;
 use crate::error::Error;
 use crate::wire::{FrameBuf, Status};
 
@@ -36,10 +36,8 @@ impl ObjectRef {
     pub(super) async fn spread<A, Out, F>(
         &self,
         pool: &Arc<Pool>,
-        method: u16,
+        call: Call<'_>,
         args: A,
-        shape: Shape,
-        discard: Option<Discard>,
         idempotent: bool,
         finish: &F,
     ) -> Result<Out, Error>
@@ -65,11 +63,11 @@ impl ObjectRef {
             let outcome = match live.object.handle_on(link).await {
                 Err(error) => self.not_run_on(pool, &live, error),
                 Ok((handle, lookup)) => {
-                    let mut frame = self.encode_call(&link.conn, handle, method, &args);
+                    let mut frame = self.encode_call(&link.conn, handle, call.method, &args);
                     let mut hello = Ok(());
                     if awaits_hello(&frame, &link.conn) {
                         hello = link.conn.established().await;
-                        frame = self.encode_call(&link.conn, handle, method, &args);
+                        frame = self.encode_call(&link.conn, handle, call.method, &args);
                     }
                     match (hello, frame) {
                         (Err(error), _) => self.not_run_on(pool, &live, error),
@@ -79,7 +77,7 @@ impl ObjectRef {
                             Attempt::Done(Err(error))
                         }
                         (Ok(()), frame) => {
-                            self.on_replica(pool, &live, lookup, frame, shape, discard, finish)
+                            self.on_replica(pool, &live, lookup, frame, call, finish)
                                 .await
                         }
                     }
@@ -111,15 +109,14 @@ impl ObjectRef {
         live: &Arc<Live>,
         lookup: Option<Arc<Lookup>>,
         frame: Result<FrameBuf, Error>,
-        shape: Shape,
-        discard: Option<Discard>,
+        call: Call<'_>,
         finish: &F,
     ) -> Attempt<Out>
     where
         F: Fn(&Self, Via<'_>, Response) -> Result<Out, Error>,
     {
         let link = &live.link;
-        let sent = self.send(&link.conn, frame, shape, discard).await;
+        let sent = self.send(&link.conn, frame, call).await;
         let (result, left) = match sent {
             Ok(pending) => {
                 let id = pending.id();
