@@ -28,6 +28,8 @@ use crate::wire::{Frame, FrameBuf};
 const COALESCE_MAX: usize = 16 * 1024;
 /// At most this many slices per `writev`.
 const MAX_IOV: usize = 64;
+/// A batch of this many chunks or fewer is written from a small array.
+const FEW_IOV: usize = 8;
 /// A coalescing buffer that grew beyond this is released after use, so a burst
 /// does not pin memory on an idle connection.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -71,8 +73,8 @@ enum Attempt<R> {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    /// Wakes the writer (permit semantics: a wake before it waits is kept).
-    wake_writer: Notify,
+    /// Wakes the writer (a wake before it waits is kept).
+    wake_writer: WriterSignal,
     /// Wakes pushers waiting for space.
     space: Notify,
     high_water: usize,
@@ -92,7 +94,7 @@ impl Outbox {
     pub(crate) fn new(high_water: usize, gauge: Arc<AtomicUsize>) -> Self {
         Self {
             state: Mutex::new(State::default()),
-            wake_writer: Notify::new(),
+            wake_writer: WriterSignal::default(),
             space: Notify::new(),
             high_water,
             gauge,
@@ -238,7 +240,7 @@ impl Outbox {
     /// was empty (if not, it is awake or about to take what is queued).
     fn count_in(&self, st: &mut State, len: usize) {
         if st.queued == 0 {
-            self.wake_writer.notify_one();
+            self.wake_writer.raise();
         }
         st.queued += len;
         self.gauge.fetch_add(len, Ordering::Relaxed);
@@ -282,7 +284,7 @@ impl Outbox {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.closed.store(true, Ordering::Release);
-        self.wake_writer.notify_one();
+        self.wake_writer.raise();
         self.space.notify_waiters();
     }
 
@@ -335,9 +337,14 @@ impl Outbox {
             let small = st.small.split().freeze();
             batch.push_back(small);
         }
+        // Only a full queue has pushers waiting (they wait, and check again,
+        // only after seeing it full under this lock).
+        let was_full = st.queued >= self.high_water;
         st.queued = 0;
         drop(st);
-        self.space.notify_waiters();
+        if was_full {
+            self.space.notify_waiters();
+        }
         true
     }
 }
@@ -358,7 +365,7 @@ where
                 break;
             }
             if batch.is_empty() {
-                outbox.wake_writer.notified().await;
+                outbox.wake_writer.wait().await;
                 // Woken by the first frame of a burst: let the tasks that are
                 // ready run first, so this write carries the whole burst
                 // rather than one frame per syscall.
@@ -420,14 +427,11 @@ where
     W: AsyncWrite + Unpin,
 {
     while !batch.is_empty() {
-        let n = {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let mut count = 0;
-            for (slot, chunk) in iov.iter_mut().zip(batch.iter()) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            io.write_vectored(&iov[..count]).await?
+        let n = match batch.len() {
+            // The usual batch: the coalesced small frames alone.
+            1 => io.write(&batch[0]).await?,
+            2..=FEW_IOV => write_slices::<_, FEW_IOV>(io, batch).await?,
+            _ => write_slices::<_, MAX_IOV>(io, batch).await?,
         };
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
@@ -449,6 +453,53 @@ where
         }
     }
     Ok(())
+}
+
+/// Writes the first (at most `N`) chunks of `batch` in one vectored write.
+async fn write_slices<W, const N: usize>(io: &mut W, batch: &VecDeque<Bytes>) -> io::Result<usize>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut iov = [IoSlice::new(&[]); N];
+    let mut count = 0;
+    for (slot, chunk) in iov.iter_mut().zip(batch.iter()) {
+        *slot = IoSlice::new(chunk);
+        count += 1;
+    }
+    io.write_vectored(&iov[..count]).await
+}
+
+/// Wakes the writer: a flag and the writer's waker. A wake while the writer
+/// is busy is kept and seen at its next wait. (Cheaper than a `Notify`,
+/// whose waiters sit behind a lock: the writer waits once per batch.)
+#[derive(Debug, Default)]
+struct WriterSignal {
+    raised: AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl WriterSignal {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Waits until raised (at once if it was since the last wait), and
+    /// lowers it.
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.raised.swap(false, Ordering::AcqRel) {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Raised between the check and the registration: seen here.
+            if self.raised.swap(false, Ordering::AcqRel) {
+                return std::task::Poll::Ready(());
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+    }
 }
 
 #[cfg(test)]

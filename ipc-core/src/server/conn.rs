@@ -2,8 +2,14 @@
 //! shutdown and the idle timer), the lingering close, and what the server
 //! serves by name (its objects and the system object).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use futures::task::AtomicWaker;
 
 use futures::{FutureExt, StreamExt};
 use tokio::io::AsyncReadExt;
@@ -314,11 +320,15 @@ async fn run(shared: &Shared, conn: &Arc<Connection>, frames: &mut connection::F
     // timer is re-armed only when it fires, not on every frame, so a
     // connection closes between one and two idle periods after it fell quiet.
     let mut traffic = false;
-    // Made once: a fresh `cancelled()` per frame would lock the token.
+    // Made once: a fresh `cancelled()` per frame would lock the token. And
+    // polled only once they woke the task: every poll of a token locks it.
     let hard_stop = shared.hard_stop.cancelled();
     tokio::pin!(hard_stop);
+    let mut hard_stop = OnWake::new(hard_stop);
     let shutdown = shared.token.cancelled();
     tokio::pin!(shutdown);
+    let mut shutdown = OnWake::new(shutdown);
+    let mut idle_timer = OnWake::new(idle_timer);
     // Frames taken straight from the read buffer since the last full wait.
     let mut buffered_run = 0;
     loop {
@@ -361,7 +371,9 @@ async fn run(shared: &Shared, conn: &Arc<Connection>, frames: &mut connection::F
                         tracing::warn!("the peer stopped reading; closing connection");
                         return Closure::Lost("the peer stopped reading".into());
                     } else if let Some(idle) = idle {
-                        idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                        idle_timer
+                            .inner_mut()
+                            .reset(tokio::time::Instant::now() + idle);
                     }
                     continue;
                 }
@@ -400,6 +412,62 @@ async fn run(shared: &Shared, conn: &Arc<Connection>, frames: &mut connection::F
 /// Frames the read loop takes from its buffer in a row before it looks at
 /// the stop signals and the idle timer again.
 const BUFFERED_RUN: u32 = 64;
+
+/// A future polled again only after it woke the task (or when first
+/// polled): for what the read loop waits on beside every frame (the stop
+/// signals, whose every poll takes a lock, and the idle timer). Between
+/// wake-ups a poll costs an atomic swap and a waker check.
+struct OnWake<'a, F> {
+    inner: Pin<&'a mut F>,
+    woken: Arc<WakeFlag>,
+}
+
+/// Set when the wrapped future wakes; wakes the task that polls it.
+#[derive(Default)]
+struct WakeFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<'a, F: Future> OnWake<'a, F> {
+    fn new(inner: Pin<&'a mut F>) -> Self {
+        let woken = Arc::new(WakeFlag::default());
+        // Polled the first time.
+        woken.woken.store(true, Ordering::Relaxed);
+        Self { inner, woken }
+    }
+
+    /// The future, to change it; it is polled at the next poll.
+    fn inner_mut(&mut self) -> Pin<&mut F> {
+        self.woken.woken.store(true, Ordering::Relaxed);
+        self.inner.as_mut()
+    }
+}
+
+impl<F: Future> Future for OnWake<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        this.woken.task.register(cx.waker());
+        if !this.woken.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(this.woken.clone());
+        this.inner.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
 
 /// Most bytes a closing connection reads and discards after its last frame
 /// (read into one small buffer: this bounds work, not memory).
