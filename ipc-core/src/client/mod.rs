@@ -389,8 +389,9 @@ impl ClientBuilder {
     /// and a failed handshake fails whatever was queued behind it with its
     /// error. With a key, the whole handshake comes first.
     async fn start(&self, stream: Stream) -> Result<Arc<Connection>, Error> {
-        let opening = connection::begin_as_client(stream, &self.config).await?;
+        let opening = connection::begin_as_client(stream, &self.config)?;
         if !opening.offers_key() {
+            let hello = opening.hello(&self.config);
             let connection::ClientOpening {
                 frames,
                 write,
@@ -409,6 +410,9 @@ impl ClientBuilder {
                 Arc::new(Gauges::default()),
                 1,
             );
+            // First in the queue: the requests queued behind it go out in
+            // the same write.
+            let _ = conn.outbox.push_now(hello);
             let writer = connection::spawn_writer(&conn, write);
             let hello = Some(self.connect_timeout);
             tokio::spawn(read_loop(reading(&conn), frames, writer, hello));

@@ -36,6 +36,10 @@ pub(crate) struct Handshake {
     pub(crate) certificate: Option<Arc<PeerCertificate>>,
     /// A Unix socket peer's credentials.
     pub(crate) credentials: Option<UnixCredentials>,
+    /// Our hello, when it is still to be sent: queued first on the
+    /// connection's outbox, it goes out in one write with the answers to
+    /// whatever the client sent behind its own hello.
+    pub(crate) reply: Option<FrameBuf>,
 }
 
 impl Handshake {
@@ -271,8 +275,11 @@ async fn send_hello(
     .await
 }
 
-/// A client's handshake under way: its hello is sent, the server's is still
-/// to be read.
+/// A client's handshake under way: the server's hello is still to be read.
+/// Without a key, our hello is not sent yet either: it is queued first on
+/// the connection's outbox ([`ClientOpening::hello`]), so that it goes out
+/// in one write with the requests behind it; with a key,
+/// [`complete_as_client`] sends it.
 pub(crate) struct ClientOpening {
     pub(crate) frames: Frames,
     pub(crate) write: BoxedWrite,
@@ -289,16 +296,22 @@ impl ClientOpening {
     pub(crate) fn offers_key(&self) -> bool {
         matches!(self.ours, Offer::Key { .. })
     }
+
+    /// Our hello, to be sent before anything else.
+    pub(crate) fn hello(&self, config: &ConnectionConfig) -> FrameBuf {
+        FrameBuf::hello(config.max_frame_size, &self.ours.write())
+    }
 }
 
-/// Splits the stream and sends our hello (offering the key, if we have one).
-pub(crate) async fn begin_as_client(
+/// Splits the stream and prepares our hello (offering the key, if we have
+/// one).
+pub(crate) fn begin_as_client(
     stream: Stream,
     config: &ConnectionConfig,
 ) -> Result<ClientOpening, Error> {
     let Opened {
         frames,
-        mut write,
+        write,
         peer,
         local,
         certificate,
@@ -311,7 +324,6 @@ pub(crate) async fn begin_as_client(
         },
         None => Offer::None,
     };
-    send_hello(&mut write, config, &ours).await?;
     Ok(ClientOpening {
         frames,
         write,
@@ -374,6 +386,7 @@ pub(crate) async fn complete_as_client(
         credentials,
         ours,
     } = opening;
+    send_hello(&mut write, config, &ours).await?;
     let (theirs, offered) = read_server_hello(&mut frames).await?;
     let key_authenticated = match (&config.auth_key, &ours, offered) {
         (None, _, Offer::None) => false,
@@ -437,6 +450,7 @@ pub(crate) async fn complete_as_client(
         key_authenticated,
         certificate,
         credentials,
+        reply: None,
     })
 }
 
@@ -486,13 +500,16 @@ pub(crate) async fn handshake_as_server(
         return Err(version_mismatch(theirs.version));
     }
     let offered = Offer::read(&theirs.rest)?;
+    // Without a key our hello is queued on the connection rather than
+    // written here (see `Handshake::reply`).
+    let mut reply = None;
     let key_authenticated = match (&config.auth_key, offered) {
         (None, Offer::None) => {
             if !admit(&identity(false)) {
                 refuse(&mut write).await;
                 return Err(refused(&peer));
             }
-            send_hello(&mut write, config, &Offer::None).await?;
+            reply = Some(FrameBuf::hello(config.max_frame_size, &Offer::None.write()));
             false
         }
         (None, Offer::Key { .. }) => {
@@ -581,5 +598,6 @@ pub(crate) async fn handshake_as_server(
         key_authenticated,
         certificate,
         credentials,
+        reply,
     })
 }

@@ -258,6 +258,7 @@ pub(super) async fn serve(slot: ConnectionSlot, socket: Socket) {
             key_authenticated,
             certificate,
             credentials,
+            reply,
             ..
         } = handshake;
         let _open = shared.metrics.as_ref().map(|m| m.connection());
@@ -276,6 +277,11 @@ pub(super) async fn serve(slot: ConnectionSlot, socket: Socket) {
             shared.gauges.connection.clone(),
             1,
         );
+        // Our hello, first in the queue: the answers to the requests the
+        // client sent behind its hello go out in the same write.
+        if let Some(hello) = reply {
+            let _ = conn.outbox.push_now(hello);
+        }
         let writer = connection::spawn_writer(&conn, write);
         let _close = connection::CloseOnDrop {
             conn: conn.clone(),
