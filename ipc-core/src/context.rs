@@ -110,7 +110,12 @@ impl CallContext {
     /// The context of the call being served by the current task, if any.
     /// Available in the handler's own future (not in tasks it spawns).
     pub fn current() -> Option<Self> {
-        CURRENT.with(|c| c.borrow().clone())
+        CURRENT.with(|c| {
+            let context = c.take();
+            let copy = context.clone();
+            c.set(context);
+            copy
+        })
     }
 
     /// Who is calling.
@@ -152,10 +157,10 @@ impl CallContext {
 
 thread_local! {
     /// The context of the handler being polled on this thread.
-    static CURRENT: std::cell::RefCell<Option<CallContext>> = const { std::cell::RefCell::new(None) };
+    static CURRENT: std::cell::Cell<Option<CallContext>> = const { std::cell::Cell::new(None) };
 }
 
 /// Makes `context` current, returning the one it replaces (to restore).
 pub(crate) fn swap(context: Option<CallContext>) -> Option<CallContext> {
-    CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), context))
+    CURRENT.with(|c| c.replace(context))
 }

@@ -11,7 +11,7 @@
 //! connection layer and must not name it.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,7 +31,9 @@ pub(crate) struct Scope {
 }
 
 thread_local! {
-    static CURRENT: RefCell<Option<Scope>> = const { RefCell::new(None) };
+    // A `Cell`: entering and leaving are one `replace` each, with no borrow
+    // flag to keep (they happen several times per call).
+    static CURRENT: Cell<Option<Scope>> = const { Cell::new(None) };
 }
 
 /// Restores the previous scope when dropped.
@@ -40,13 +42,13 @@ pub(crate) struct Entered(Option<Scope>);
 impl Drop for Entered {
     fn drop(&mut self) {
         let previous = self.0.take();
-        CURRENT.with(|c| *c.borrow_mut() = previous);
+        CURRENT.with(|c| c.set(previous));
     }
 }
 
 /// Makes `scope` current until the returned guard is dropped.
 pub(crate) fn enter(scope: Scope) -> Entered {
-    Entered(CURRENT.with(|c| c.borrow_mut().replace(scope)))
+    Entered(CURRENT.with(|c| c.replace(Some(scope))))
 }
 
 /// Runs `f` with `scope` current. (By value: a scope holds an `Arc`, and
@@ -58,16 +60,24 @@ pub(crate) fn with<R>(scope: Scope, f: impl FnOnce() -> R) -> R {
 
 /// The current scope, if any.
 pub(crate) fn current() -> Option<Scope> {
-    CURRENT.with(|c| c.borrow().clone())
+    CURRENT.with(|c| {
+        let scope = c.take();
+        let copy = scope.clone();
+        c.set(scope);
+        copy
+    })
 }
 
 /// The receiving peer's frame limit, or the protocol's cap outside a scope
 /// (a local call: nothing crosses a wire).
 pub(crate) fn peer_max_frame() -> usize {
     CURRENT.with(|c| {
-        c.borrow()
+        let scope = c.take();
+        let limit = scope
             .as_ref()
-            .map_or(crate::wire::MAX_FRAME_SIZE_CAP, |s| s.peer_max_frame)
+            .map_or(crate::wire::MAX_FRAME_SIZE_CAP, |s| s.peer_max_frame);
+        c.set(scope);
+        limit
     })
 }
 
@@ -99,7 +109,7 @@ impl Drop for Lent<'_> {
     fn drop(&mut self) {
         let context = crate::context::swap(self.previous_context.take());
         let previous = self.previous.take();
-        let mut scope = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), previous));
+        let mut scope = CURRENT.with(|c| c.replace(previous));
         if let Some(scope) = scope.as_mut() {
             scope.context = context;
         }
@@ -115,7 +125,7 @@ impl<F: Future + Unpin> Future for Scoped<F> {
         let mut lent = this.scope.take();
         let context = lent.as_mut().and_then(|s| s.context.take());
         let previous_context = crate::context::swap(context);
-        let previous = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), lent));
+        let previous = CURRENT.with(|c| c.replace(lent));
         let _back = Lent {
             home: &mut this.scope,
             previous,

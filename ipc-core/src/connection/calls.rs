@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -107,6 +108,9 @@ impl State {
 #[derive(Default)]
 pub(crate) struct Calls {
     state: Mutex<State>,
+    /// Mirrors `State::closed.is_some()`, readable without the lock (every
+    /// call asks whether its connection is still open).
+    closed: AtomicBool,
     /// Wakes the sweep (a call due before it would wake, or the end).
     sweep: Notify,
 }
@@ -119,7 +123,15 @@ impl Calls {
 
     /// Why the connection ended, once it has.
     pub(crate) fn closure(&self) -> Option<Closure> {
+        if !self.is_closed() {
+            return None;
+        }
         self.lock().closed.clone()
+    }
+
+    /// Whether the connection has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Calls waiting for a response (abandoned ones included).
@@ -148,6 +160,7 @@ impl Calls {
             let mut st = self.lock();
             if st.closed.is_none() {
                 st.closed = Some(closure.clone());
+                self.closed.store(true, Ordering::Release);
             }
             std::mem::take(&mut st.map)
         };

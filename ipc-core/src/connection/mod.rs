@@ -335,7 +335,7 @@ impl Connection {
 
     /// Whether the connection has ended.
     pub(crate) fn is_closed(&self) -> bool {
-        self.calls.closure().is_some()
+        self.calls.is_closed()
     }
 
     /// Whether anything keeps this connection busy although no frame moves:
