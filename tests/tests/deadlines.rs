@@ -316,3 +316,72 @@ fn a_client_whose_runtime_shut_down_reconnects_from_the_callers_runtime() {
     drop(caller);
     server_rt.block_on(server.stop());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_hold_through_reconnects_tiny_timeouts_and_dropped_calls() {
+    within(60, async {
+        let (gate, _probes) = GateImpl::probed();
+        let server = start(|b| b.expose(GateServer::new(gate))).await;
+        let client = connect(&server).await;
+        let proxy: GateProxy = client.get_exposed_object().await.unwrap();
+        let callers = (0..100u64).map(|k| {
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut late) = (0, 0);
+                for i in 0..20u64 {
+                    let limit = Duration::from_millis(1 + (k + i) % 15);
+                    let work = (k * 7 + i * 3) % 25;
+                    let call = proxy.with_timeout(limit);
+                    if i % 5 == 4 {
+                        // Polled once, then dropped (its slot and its table
+                        // entry must still be given back).
+                        let _ = tokio::time::timeout(Duration::ZERO, call.sleep_ms(work)).await;
+                        continue;
+                    }
+                    // The watchdog: a call past its deadline must not hang.
+                    match within(5, call.sleep_ms(work)).await {
+                        Ok(n) => {
+                            assert_eq!(n, work);
+                            ok += 1;
+                        }
+                        Err(Error::Timeout { after }) => {
+                            assert_eq!(after, limit);
+                            late += 1;
+                        }
+                        Err(e) if e.is_connection_error() || matches!(e, Error::ShuttingDown) => {}
+                        Err(e) => panic!("unexpected error: {e:?}"),
+                    }
+                }
+                (ok, late)
+            })
+        });
+        let callers: Vec<_> = callers.collect();
+        // Meanwhile the connection is dropped again and again: each new one
+        // gets a sweep of its own.
+        let churn = tokio::spawn({
+            let client = client.clone();
+            async move {
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    client.close();
+                }
+            }
+        });
+        let (mut ok, mut late) = (0, 0);
+        for caller in callers {
+            let (o, l) = caller.await.unwrap();
+            ok += o;
+            late += l;
+        }
+        churn.await.unwrap();
+        // Both outcomes happened (limits of 1–15 ms, work of 0–24 ms).
+        assert!(ok > 0 && late > 0, "ok {ok}, late {late}");
+        eventually(10, "no call in flight on the server", || {
+            server.stats().in_flight == 0
+        })
+        .await;
+        assert_eq!(proxy.fast().await.unwrap(), 2);
+        server.stop().await;
+    })
+    .await;
+}
