@@ -471,7 +471,7 @@ impl Drop for CloseUnlessEstablished<'_> {
 fn reading(conn: &Arc<Connection>) -> connection::CloseOnDrop {
     connection::CloseOnDrop {
         conn: conn.clone(),
-        why: "the connection's reader task ended (its runtime shut down)",
+        why: "the connection's reader task ended unexpectedly (its runtime shut down?)",
     }
 }
 

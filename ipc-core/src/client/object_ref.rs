@@ -525,6 +525,11 @@ impl ObjectRef {
                 }
                 Err(e) => (Err(e), false),
             };
+            // Past its deadline (the sweep ended it): that is the answer,
+            // whatever the lookup sent with it says.
+            if let Err(e @ Error::Timeout { .. }) = result {
+                return Err(e);
+            }
             // Sent with its lookup: a failed lookup is the call's error (the
             // server answered the call with it and ran nothing). A server
             // that remembers no more lookups does not know the handle: the

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::task::Unconstrained;
 use tokio::time::{Instant, Sleep};
 
 use super::Connection;
@@ -79,7 +80,7 @@ pub(crate) async fn within<F: Future>(
     deadline: &Deadline,
     mut call: Pin<&mut F>,
 ) -> Option<F::Output> {
-    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    let mut timer: Option<Pin<Box<Unconstrained<Sleep>>>> = None;
     poll_fn(|cx| {
         if let Poll::Ready(out) = call.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
@@ -93,7 +94,11 @@ pub(crate) async fn within<F: Future>(
         };
         // Out of line: a call that waits before its request is queued is
         // rare, and the timer would make every call's future larger.
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due.at)));
+        // Unconstrained by the task's budget, as `tokio::time::timeout`'s
+        // timer: a call that spent it must still see its deadline.
+        let timer = timer.get_or_insert_with(|| {
+            Box::pin(tokio::task::unconstrained(tokio::time::sleep_until(due.at)))
+        });
         timer.as_mut().poll(cx).map(|()| None)
     })
     .await

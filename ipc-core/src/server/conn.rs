@@ -339,9 +339,15 @@ async fn run(shared: &Shared, conn: &Arc<Connection>, frames: &mut connection::F
     let mut buffered_run = 0;
     loop {
         // A frame already read (the usual case under load) is taken without
-        // polling the stop signals and the idle timer; at most
-        // `BUFFERED_RUN` in a row, so a flood cannot hide a shutdown.
-        let ready = if buffered_run < BUFFERED_RUN && !frames.read_buffer().is_empty() {
+        // polling the stop signals and the idle timer, unless one of them
+        // has fired; at most `BUFFERED_RUN` in a row.
+        // (Only those the select below would poll: a branch switched off
+        // keeps its flag set.)
+        let idle_on = idle.is_some() && !draining;
+        let quiet = !hard_stop.is_woken()
+            && (draining || !shutdown.is_woken())
+            && !(idle_on && idle_timer.is_woken());
+        let ready = if quiet && buffered_run < BUFFERED_RUN && !frames.read_buffer().is_empty() {
             frames.next().now_or_never()
         } else {
             None
@@ -452,6 +458,12 @@ impl<'a, F: Future> OnWake<'a, F> {
         // Polled the first time.
         woken.woken.store(true, Ordering::Relaxed);
         Self { inner, woken }
+    }
+
+    /// Whether it woke the task since it was last polled (or was never
+    /// polled): then its next poll may find it ready.
+    fn is_woken(&self) -> bool {
+        self.woken.woken.load(Ordering::Acquire)
     }
 
     /// The future, to change it; it is polled at the next poll.

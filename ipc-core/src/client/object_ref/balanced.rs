@@ -124,6 +124,10 @@ impl ObjectRef {
             }
             Err(e) => (Err(e), false),
         };
+        // Past its deadline (the sweep ended it): that is the answer.
+        if let Err(e @ Error::Timeout { .. }) = result {
+            return Attempt::Done(Err(e));
+        }
         // Sent with its lookup: a failed lookup (another trait, no such
         // object) means the call did not run, and this replica is no use.
         if let Some(lookup) = lookup {
