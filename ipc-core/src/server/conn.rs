@@ -344,10 +344,10 @@ async fn run(shared: &Shared, conn: &Arc<Connection>, frames: &mut connection::F
         // (Only those the select below would poll: a branch switched off
         // keeps its flag set.)
         let idle_on = idle.is_some() && !draining;
-        let quiet = !hard_stop.is_woken()
-            && (draining || !shutdown.is_woken())
-            && !(idle_on && idle_timer.is_woken());
-        let ready = if quiet && buffered_run < BUFFERED_RUN && !frames.read_buffer().is_empty() {
+        let fired = hard_stop.is_woken()
+            || (!draining && shutdown.is_woken())
+            || (idle_on && idle_timer.is_woken());
+        let ready = if !fired && buffered_run < BUFFERED_RUN && !frames.read_buffer().is_empty() {
             frames.next().now_or_never()
         } else {
             None
