@@ -204,7 +204,7 @@ const CALLBACK_TARGET: f64 = 1.2;
 /// (d'), (d'') with `serde_bytes`: ipc ÷ ipc's own (d) at the same size.
 const BLOCK_TARGET: f64 = 0.9;
 /// (e'): ipc ÷ raw p50 of connect + first call.
-const FIRST_CALL_TARGET: f64 = 1.5;
+const FIRST_CALL_TARGET: f64 = 1.2;
 /// (j): balanced ÷ plain CPU per call.
 const BALANCED_TARGET: f64 = 1.10;
 
