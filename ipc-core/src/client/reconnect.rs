@@ -46,7 +46,8 @@ pub(crate) struct Links {
     /// Where to reconnect; `None` for clients over a caller-supplied stream.
     target: Option<Address>,
     pub(crate) settings: ClientBuilder,
-    current: Mutex<Link>,
+    /// Shared, so that a call takes it with one reference count.
+    current: Mutex<Arc<Link>>,
     /// Held by the call running a round of reconnect attempts; calls that
     /// need a connection meanwhile wait for the round's outcome.
     round: tokio::sync::Mutex<()>,
@@ -74,18 +75,18 @@ impl Links {
             addr,
             target,
             settings,
-            current: Mutex::new(Link {
+            current: Mutex::new(Arc::new(Link {
                 conn,
                 generation: 1,
                 lookups: Arc::default(),
-            }),
+            })),
             round: tokio::sync::Mutex::new(()),
             failed: Mutex::new(None),
             rounds: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn current(&self) -> Link {
+    pub(crate) fn current(&self) -> Arc<Link> {
         self.current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -94,7 +95,7 @@ impl Links {
 
     /// A connection that takes new calls: the current one, or a new one made
     /// by a round of attempts that follows the reconnect policy.
-    pub(crate) async fn live(&self) -> Result<Link, Error> {
+    pub(crate) async fn live(&self) -> Result<Arc<Link>, Error> {
         let link = self.current();
         if link.conn.takes_calls() {
             return Ok(link);
@@ -120,7 +121,7 @@ impl Links {
         }
     }
 
-    async fn reconnect(&self, link: Link) -> Result<Link, Error> {
+    async fn reconnect(&self, link: Arc<Link>) -> Result<Arc<Link>, Error> {
         let policy = self.settings.reconnect;
         let Some(target) = self.target.as_ref().filter(|_| policy.max_attempts > 0) else {
             return Err(link.conn.refusal());
@@ -164,7 +165,11 @@ impl Links {
 
     /// Up to `max_attempts` connection attempts with the policy's backoff
     /// between them. Records the outcome for the calls that waited.
-    async fn round_of_attempts(&self, target: &Address, generation: u32) -> Result<Link, Error> {
+    async fn round_of_attempts(
+        &self,
+        target: &Address,
+        generation: u32,
+    ) -> Result<Arc<Link>, Error> {
         let policy = self.settings.reconnect;
         let mut last = None;
         for attempt in 0..policy.max_attempts {
@@ -174,11 +179,11 @@ impl Links {
             match self.settings.open(target, true).await {
                 Ok(conn) => {
                     tracing::info!(addr = %self.addr, attempt, "reconnected");
-                    let link = Link {
+                    let link = Arc::new(Link {
                         conn,
                         generation: generation.wrapping_add(1).max(1),
                         lookups: Arc::default(),
-                    };
+                    });
                     let old = std::mem::replace(
                         &mut *self.current.lock().unwrap_or_else(|p| p.into_inner()),
                         link.clone(),

@@ -430,7 +430,7 @@ pub(crate) struct Live {
     /// The object, looked up by name on the replica's own client (which
     /// never reconnects: a new connection is a new `Live`).
     pub(crate) object: ObjectRef,
-    pub(crate) link: Link,
+    pub(crate) link: Arc<Link>,
     in_flight: AtomicUsize,
     /// Reported lost already.
     lost: AtomicBool,
@@ -654,7 +654,7 @@ impl Pool {
             .is_some_and(|m| m.serial == serial && !matches!(m.state, State::Ready(_)))
     }
 
-    fn connected(self: &Arc<Self>, id: &str, serial: u64, object: ObjectRef, link: Link) {
+    fn connected(self: &Arc<Self>, id: &str, serial: u64, object: ObjectRef, link: Arc<Link>) {
         let mut members = self.members();
         let Some(member) = members.by_id.get_mut(id).filter(|m| m.serial == serial) else {
             return;
@@ -885,7 +885,7 @@ async fn connect_replica(
     endpoint: &Endpoint,
     descriptor: &'static ObjectDescriptor,
     timeout: Duration,
-) -> Result<(ObjectRef, Link), Error> {
+) -> Result<(ObjectRef, Arc<Link>), Error> {
     let client = settings.addr(endpoint.addr.clone()).connect().await?;
     let link = client.links().current();
     let object = ObjectRef::named(client, &endpoint.object, descriptor, timeout);
