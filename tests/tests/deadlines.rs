@@ -385,3 +385,34 @@ async fn deadlines_hold_through_reconnects_tiny_timeouts_and_dropped_calls() {
     })
     .await;
 }
+
+#[test]
+fn a_call_from_another_runtime_times_out_through_the_connections_own_sweep() {
+    let server_rt = runtime();
+    let (gate, mut probes) = GateImpl::probed();
+    let server = server_rt.block_on(start(|b| b.expose(GateServer::new(gate))));
+    // The connection lives on a multi-thread runtime, which runs its tasks
+    // (the sweep among them) whatever the caller does.
+    let home = runtime();
+    let proxy: GateProxy = home.block_on(async {
+        let client = connect(&server).await;
+        client.get_exposed_object().await.unwrap()
+    });
+    let caller = current_thread();
+    caller.block_on(within(10, async {
+        match proxy
+            .with_timeout(Duration::from_millis(100))
+            .sleep_observed(60_000)
+            .await
+        {
+            Err(Error::Timeout { after }) => assert_eq!(after, Duration::from_millis(100)),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        // The server was told: the handler was dropped.
+        probes.dropped.recv().await.unwrap();
+        assert_eq!(proxy.fast().await.unwrap(), 2);
+    }));
+    drop(proxy);
+    drop(home);
+    server_rt.block_on(server.stop());
+}

@@ -264,11 +264,11 @@ impl Connection {
         if self.is_going_away() {
             return Err(Error::ShuttingDown);
         }
-        // The sweep runs on this connection's runtime: a caller on another
-        // one keeps its own timer.
+        // The sweep runs on this connection's runtime: a caller it cannot
+        // count on keeps its own timer.
         let due = deadline
             .and_then(Deadline::due)
-            .filter(|_| self.on_own_runtime());
+            .filter(|_| self.sweeps_for_caller());
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
         let mut refused = false;

@@ -11,9 +11,11 @@
 //! `Timeout` (and tells the peer to cancel it), and sleeps again. So a call
 //! that is answered in time costs no timer at all.
 //!
-//! The sweep runs on the connection's runtime, as do its reader and writer:
-//! a call made from another runtime keeps a timer of its own (that runtime
-//! may not be driven while the caller waits).
+//! The sweep runs on the connection's runtime, as do its reader and writer.
+//! If that is a current-thread runtime, a call made from another runtime
+//! keeps a timer of its own: a current-thread runtime runs its tasks only
+//! while something blocks on it, which may not be the case while the caller
+//! waits.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -118,7 +120,11 @@ pub(super) fn spawn_sweep(conn: &Arc<Connection>) {
         }
     }
     let running = Running(conn.clone());
-    tokio::spawn(async move {
+    let Some(runtime) = &conn.runtime else {
+        // Not reached: calls are swept only on a connection with a runtime.
+        return;
+    };
+    runtime.spawn(async move {
         let conn = &running.0;
         loop {
             let signal = conn.calls.sweep_signal();

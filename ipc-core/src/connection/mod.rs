@@ -191,8 +191,9 @@ pub(crate) struct Connection {
     /// neither the client nor any proxy to an object imported on it holds
     /// it any more. A server's has one hold that is never given back.
     holds: AtomicUsize,
-    /// The runtime the connection's tasks run on (it is made there).
-    runtime: Option<tokio::runtime::Id>,
+    /// The runtime the connection's tasks run on (it is made there); its
+    /// sweep runs there too.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Connection {
@@ -227,14 +228,20 @@ impl Connection {
             exports: Exports::default(),
             activity: AtomicBool::new(false),
             holds: AtomicUsize::new(holds),
-            runtime: tokio::runtime::Handle::try_current().ok().map(|h| h.id()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
-    /// Whether the caller runs on the runtime of this connection's tasks.
-    fn on_own_runtime(&self) -> bool {
-        self.runtime.is_some()
-            && tokio::runtime::Handle::try_current().is_ok_and(|h| Some(h.id()) == self.runtime)
+    /// Whether the connection's sweep can watch a call made here: its
+    /// runtime runs its tasks whatever the caller does (multi-thread), or
+    /// the caller runs on it (a current-thread runtime runs its tasks only
+    /// while something blocks on it).
+    fn sweeps_for_caller(&self) -> bool {
+        match &self.runtime {
+            None => false,
+            Some(own) if own.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => true,
+            Some(own) => tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == own.id()),
+        }
     }
 
     /// The largest frame the peer accepts. Before its hello: the protocol's
