@@ -314,10 +314,12 @@ impl Connection {
             tracing::Span::none()
         };
         // Logged and counted when it ends (as cancelled if dropped first).
-        let record = CallRecord::start(&target.name, method, method_name, target.metrics.as_ref());
+        // (The target's parts move where they are needed: no more counts.)
+        let super::Target { name, metrics, .. } = target;
+        let record = CallRecord::start(&name, method, method_name, metrics);
         let context = CallContext {
             peer: self.peer_info.clone(),
-            object: target.name.clone(),
+            object: name,
             request_id: id,
         };
         // Counted from here until the handler's future is gone.
