@@ -143,20 +143,20 @@ impl CallRecord {
         object: &Arc<str>,
         index: u16,
         method: &'static str,
-        metrics: Option<Arc<ObjectMetrics>>,
+        metrics: Option<&Arc<ObjectMetrics>>,
     ) -> Option<Self> {
         if metrics.is_none() && !tracing::enabled!(tracing::Level::DEBUG) {
             return None;
         }
         let index = usize::from(index);
-        if let Some(m) = metrics.as_ref().and_then(|m| m.method(index, method)) {
+        if let Some(m) = metrics.and_then(|m| m.method(index, method)) {
             m.in_flight.increment(1);
         }
         Some(Self {
             started: Instant::now(),
             object: object.clone(),
             method,
-            metrics,
+            metrics: metrics.cloned(),
             index,
             done: false,
         })

@@ -314,12 +314,10 @@ impl Connection {
             tracing::Span::none()
         };
         // Logged and counted when it ends (as cancelled if dropped first).
-        // (The target's parts move where they are needed: no more counts.)
-        let super::Target { name, metrics, .. } = target;
-        let record = CallRecord::start(&name, method, method_name, metrics);
+        let record = CallRecord::start(&target.name, method, method_name, target.metrics.as_ref());
         let context = CallContext {
             peer: self.peer_info.clone(),
-            object: name,
+            object: target.name.clone(),
             request_id: id,
         };
         // Counted from here until the handler's future is gone.
