@@ -410,10 +410,7 @@ impl ClientBuilder {
                 Arc::new(Gauges::default()),
                 1,
             );
-            // First in the queue: the requests queued behind it go out in
-            // the same write.
-            let _ = conn.outbox.push_now(hello);
-            let writer = connection::spawn_writer(&conn, write);
+            let writer = connection::spawn_writer(&conn, write, Some(hello));
             let hello = Some(self.connect_timeout);
             tokio::spawn(read_loop(reading(&conn), frames, writer, hello));
             return Ok(conn);
@@ -445,7 +442,7 @@ impl ClientBuilder {
             Arc::new(Gauges::default()),
             1,
         );
-        let writer = connection::spawn_writer(&conn, write);
+        let writer = connection::spawn_writer(&conn, write, None);
         tokio::spawn(read_loop(reading(&conn), frames, writer, None));
         Ok(conn)
     }

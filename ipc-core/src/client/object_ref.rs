@@ -517,14 +517,7 @@ impl ObjectRef {
                 link.conn.established().await?;
                 frame = self.encode_call(&link.conn, handle, call.method, &args);
             }
-            let sent = self.send(&link.conn, frame, call).await;
-            let (result, left) = match sent {
-                Ok(pending) => {
-                    let id = pending.id();
-                    (pending.response().await.map(|r| (id, r)), true)
-                }
-                Err(e) => (Err(e), false),
-            };
+            let (result, left) = self.exchange(&link.conn, frame, call).await;
             // Past its deadline (the sweep ended it): that is the answer,
             // whatever the lookup sent with it says.
             if let Err(e @ Error::Timeout { .. }) = result {
@@ -588,9 +581,7 @@ impl ObjectRef {
             frame = self.encode_call(conn, handle, call.method, &args);
         }
         drop(args);
-        let pending = self.send(conn, frame, call).await?;
-        let id = pending.id();
-        Ok((id, pending.response().await?))
+        self.exchange(conn, frame, call).await.0
     }
 
     /// The request frame for `conn`. Before the server's hello only a frame
@@ -608,6 +599,23 @@ impl ObjectRef {
         A: Serialize + ?Sized,
     {
         encode_request(conn, false, handle, method, self.deadline_ms(), args)
+    }
+
+    /// Sends the request and waits for its answer: the request id and the
+    /// response, and whether the request left (was queued) at all.
+    async fn exchange(
+        &self,
+        conn: &Arc<Connection>,
+        frame: Result<FrameBuf, Error>,
+        call: Call<'_>,
+    ) -> (Result<(u64, Response), Error>, bool) {
+        match self.send(conn, frame, call).await {
+            Ok(pending) => {
+                let id = pending.id();
+                (pending.response().await.map(|r| (id, r)), true)
+            }
+            Err(e) => (Err(e), false),
+        }
     }
 
     /// Queues an encoded request on `conn`.

@@ -263,16 +263,17 @@ async fn send(write: &mut BoxedWrite, frame: FrameBuf) -> Result<(), Error> {
         })
 }
 
+/// Our hello: our frame limit and `offer`.
+fn hello_frame(config: &ConnectionConfig, offer: &Offer) -> FrameBuf {
+    FrameBuf::hello(config.max_frame_size, &offer.write())
+}
+
 async fn send_hello(
     write: &mut BoxedWrite,
     config: &ConnectionConfig,
     offer: &Offer,
 ) -> Result<(), Error> {
-    send(
-        write,
-        FrameBuf::hello(config.max_frame_size, &offer.write()),
-    )
-    .await
+    send(write, hello_frame(config, offer)).await
 }
 
 /// A client's handshake under way: the server's hello is still to be read.
@@ -299,7 +300,7 @@ impl ClientOpening {
 
     /// Our hello, to be sent before anything else.
     pub(crate) fn hello(&self, config: &ConnectionConfig) -> FrameBuf {
-        FrameBuf::hello(config.max_frame_size, &self.ours.write())
+        hello_frame(config, &self.ours)
     }
 }
 
@@ -509,7 +510,7 @@ pub(crate) async fn handshake_as_server(
                 refuse(&mut write).await;
                 return Err(refused(&peer));
             }
-            reply = Some(FrameBuf::hello(config.max_frame_size, &Offer::None.write()));
+            reply = Some(hello_frame(config, &Offer::None));
             false
         }
         (None, Offer::Key { .. }) => {

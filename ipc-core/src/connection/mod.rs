@@ -457,11 +457,17 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// Spawns the writer task of a connection.
+/// Spawns the writer task of a connection. `first` (a hello not sent yet)
+/// is queued before anything else can be: the requests or answers queued
+/// behind it go out in the same write.
 pub(crate) fn spawn_writer(
     conn: &Arc<Connection>,
     write: BoxedWrite,
+    first: Option<FrameBuf>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    if let Some(frame) = first {
+        let _ = conn.outbox.push_now(frame);
+    }
     /// Releases the outbox's bytes if the task is dropped before it first
     /// runs (a writer that runs does so itself): it exists before the task.
     struct Unstarted(Option<Arc<Connection>>);

@@ -277,12 +277,8 @@ pub(super) async fn serve(slot: ConnectionSlot, socket: Socket) {
             shared.gauges.connection.clone(),
             1,
         );
-        // Our hello, first in the queue: the answers to the requests the
-        // client sent behind its hello go out in the same write.
-        if let Some(hello) = reply {
-            let _ = conn.outbox.push_now(hello);
-        }
-        let writer = connection::spawn_writer(&conn, write);
+        // Our hello (without a key), first in the queue.
+        let writer = connection::spawn_writer(&conn, write, reply);
         let _close = connection::CloseOnDrop {
             conn: conn.clone(),
             why: "the server ended the connection",

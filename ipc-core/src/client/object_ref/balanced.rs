@@ -116,14 +116,7 @@ impl ObjectRef {
         F: Fn(&Self, Via<'_>, Response) -> Result<Out, Error>,
     {
         let link = &live.link;
-        let sent = self.send(&link.conn, frame, call).await;
-        let (result, left) = match sent {
-            Ok(pending) => {
-                let id = pending.id();
-                (pending.response().await.map(|r| (id, r)), true)
-            }
-            Err(e) => (Err(e), false),
-        };
+        let (result, left) = self.exchange(&link.conn, frame, call).await;
         // Past its deadline (the sweep ended it): that is the answer.
         if let Err(e @ Error::Timeout { .. }) = result {
             return Attempt::Done(Err(e));
