@@ -2,17 +2,30 @@
 
 use std::time::Duration;
 
-use ipc_core::Error;
+use ipc_core::{Error, ServerHandle};
 use ipc_tests::*;
 use tokio::time::Instant;
+
+/// A server exposing a [`Gate`] (TCP, loopback), and the gate's probes.
+async fn gate_server() -> (ServerHandle, Probes) {
+    let (gate, probes) = GateImpl::probed();
+    let server = start(|b| b.expose(GateServer::new(gate))).await;
+    (server, probes)
+}
+
+/// [`gate_server`], and a proxy to its gate over an in-memory pipe (for
+/// paused-clock tests).
+async fn gate_in_memory() -> (ServerHandle, GateProxy, Probes) {
+    let (server, probes) = gate_server().await;
+    let client = connect_in_memory(&server).await;
+    let proxy = client.get_exposed_object().await.unwrap();
+    (server, proxy, probes)
+}
 
 #[tokio::test(start_paused = true)]
 async fn deadline_fails_the_call_drops_the_handler_and_keeps_the_connection() {
     within(60, async {
-        let (gate, mut probes) = GateImpl::probed();
-        let server = start(|b| b.expose(GateServer::new(gate))).await;
-        let client = connect_in_memory(&server).await;
-        let proxy: GateProxy = client.get_exposed_object().await.unwrap();
+        let (server, proxy, mut probes) = gate_in_memory().await;
 
         let began = Instant::now();
         let result = proxy
@@ -44,10 +57,7 @@ async fn deadline_fails_the_call_drops_the_handler_and_keeps_the_connection() {
 #[tokio::test(start_paused = true)]
 async fn server_drops_a_handler_past_the_deadline_it_was_sent() {
     within(60, async {
-        let (gate, mut probes) = GateImpl::probed();
-        let server = start(|b| b.expose(GateServer::new(gate))).await;
-        let client = connect_in_memory(&server).await;
-        let proxy: GateProxy = client.get_exposed_object().await.unwrap();
+        let (server, proxy, mut probes) = gate_in_memory().await;
         let call = tokio::spawn({
             let proxy = proxy.with_timeout(Duration::from_secs(1));
             async move { proxy.sleep_observed(5_000).await }
@@ -68,10 +78,7 @@ async fn server_drops_a_handler_past_the_deadline_it_was_sent() {
 #[tokio::test(start_paused = true)]
 async fn dropping_a_call_future_drops_the_handler_on_the_server() {
     within(60, async {
-        let (gate, mut probes) = GateImpl::probed();
-        let server = start(|b| b.expose(GateServer::new(gate))).await;
-        let client = connect_in_memory(&server).await;
-        let proxy: GateProxy = client.get_exposed_object().await.unwrap();
+        let (server, proxy, mut probes) = gate_in_memory().await;
         let call = tokio::spawn({
             let proxy = proxy.clone();
             async move { proxy.sleep_observed(60_000).await }
@@ -93,8 +100,7 @@ async fn dropping_a_call_future_drops_the_handler_on_the_server() {
 #[tokio::test]
 async fn closing_the_client_drops_all_its_handlers_on_the_server() {
     within(10, async {
-        let (gate, mut probes) = GateImpl::probed();
-        let server = start(|b| b.expose(GateServer::new(gate))).await;
+        let (server, mut probes) = gate_server().await;
         let client = connect(&server).await;
         let proxy: GateProxy = client.get_exposed_object().await.unwrap();
         let calls: Vec<_> = (0..3)
@@ -128,10 +134,7 @@ fn impatient<P: ipc_core::Proxy>(proxy: &P, limit: Duration) -> P {
 #[tokio::test(start_paused = true)]
 async fn a_generic_function_sets_a_deadline_through_the_proxy_trait() {
     within(60, async {
-        let (gate, _probes) = GateImpl::probed();
-        let server = start(|b| b.expose(GateServer::new(gate))).await;
-        let client = connect_in_memory(&server).await;
-        let proxy: GateProxy = client.get_exposed_object().await.unwrap();
+        let (server, proxy, _probes) = gate_in_memory().await;
         assert_eq!(ipc_core::Proxy::object_name(&proxy), "Gate");
         let hurried = impatient(&proxy, Duration::from_millis(30));
         assert_eq!(
@@ -156,10 +159,7 @@ async fn a_generic_function_sets_a_deadline_through_the_proxy_trait() {
 #[tokio::test(start_paused = true)]
 async fn a_short_deadline_behind_a_long_one_still_fires_on_time() {
     within(60, async {
-        let (gate, mut probes) = GateImpl::probed();
-        let server = start(|b| b.expose(GateServer::new(gate))).await;
-        let client = connect_in_memory(&server).await;
-        let proxy: GateProxy = client.get_exposed_object().await.unwrap();
+        let (server, proxy, mut probes) = gate_in_memory().await;
         let began = Instant::now();
         // The sweep first sleeps until this call's deadline, 10 s away...
         let long = tokio::spawn({
@@ -200,10 +200,7 @@ async fn a_short_deadline_behind_a_long_one_still_fires_on_time() {
 #[tokio::test(start_paused = true)]
 async fn hundreds_of_calls_with_mixed_deadlines_each_fail_at_their_own() {
     within(60, async {
-        let (gate, mut probes) = GateImpl::probed();
-        let server = start(|b| b.expose(GateServer::new(gate))).await;
-        let client = connect_in_memory(&server).await;
-        let proxy: GateProxy = client.get_exposed_object().await.unwrap();
+        let (server, proxy, mut probes) = gate_in_memory().await;
         const CALLS: u64 = 300;
         let calls = (0..CALLS).map(|i| {
             // Deadlines out of order: 500 ms, 10 ms, 490 ms, 20 ms, ...
@@ -269,8 +266,7 @@ fn current_thread() -> tokio::runtime::Runtime {
 #[test]
 fn a_call_from_another_runtime_keeps_its_deadline_when_the_connections_runtime_is_not_driven() {
     let server_rt = runtime();
-    let (gate, _probes) = GateImpl::probed();
-    let server = server_rt.block_on(start(|b| b.expose(GateServer::new(gate))));
+    let (server, _probes) = server_rt.block_on(gate_server());
     // The connection's reader and writer live on `idle`, which nothing
     // drives once `block_on` returns.
     let idle = current_thread();
@@ -295,8 +291,7 @@ fn a_call_from_another_runtime_keeps_its_deadline_when_the_connections_runtime_i
 #[test]
 fn a_client_whose_runtime_shut_down_reconnects_from_the_callers_runtime() {
     let server_rt = runtime();
-    let (gate, _probes) = GateImpl::probed();
-    let server = server_rt.block_on(start(|b| b.expose(GateServer::new(gate))));
+    let (server, _probes) = server_rt.block_on(gate_server());
     let first = runtime();
     let proxy: GateProxy = first.block_on(async {
         let client = connect(&server).await;
@@ -320,8 +315,7 @@ fn a_client_whose_runtime_shut_down_reconnects_from_the_callers_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_hold_through_reconnects_tiny_timeouts_and_dropped_calls() {
     within(60, async {
-        let (gate, _probes) = GateImpl::probed();
-        let server = start(|b| b.expose(GateServer::new(gate))).await;
+        let (server, _probes) = gate_server().await;
         let client = connect(&server).await;
         let proxy: GateProxy = client.get_exposed_object().await.unwrap();
         let callers = (0..100u64).map(|k| {
@@ -389,8 +383,7 @@ async fn deadlines_hold_through_reconnects_tiny_timeouts_and_dropped_calls() {
 #[test]
 fn a_call_from_another_runtime_times_out_through_the_connections_own_sweep() {
     let server_rt = runtime();
-    let (gate, mut probes) = GateImpl::probed();
-    let server = server_rt.block_on(start(|b| b.expose(GateServer::new(gate))));
+    let (server, mut probes) = server_rt.block_on(gate_server());
     // The connection lives on a multi-thread runtime, which runs its tasks
     // (the sweep among them) whatever the caller does.
     let home = runtime();
