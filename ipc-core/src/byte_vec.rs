@@ -8,6 +8,11 @@
 //! on the wire are the same as serde's sequence of `u8` (a `u64` length, then
 //! the bytes), so a peer that does not wrap — another language, an older
 //! build — reads and writes them unchanged.
+//!
+//! On the way out the generated code owns the vector, so it hands it over as
+//! a [`SendVec`]: a large one is given to the frame by reference, as a large
+//! [`crate::Bytes`] is (the socket writes it from the vector's own memory),
+//! and only a small one is copied into the frame.
 
 use std::fmt;
 
@@ -34,6 +39,46 @@ impl OptByteVec {
     /// The optional bytes.
     pub fn into_inner(self) -> Option<Vec<u8>> {
         self.0
+    }
+}
+
+/// A `Vec<u8>` argument or return value being sent, written as one block
+/// (the same bytes as [`ByteVec`]). Made by generated code, which owns the
+/// vector: one of [`crate::payload::OUT_OF_LINE_MIN`] bytes or more becomes
+/// a [`crate::Bytes`] without a copy and is referred to by the frame instead
+/// of copied into it.
+#[derive(Debug)]
+pub enum SendVec {
+    /// A small vector, copied into the frame.
+    Inline(Vec<u8>),
+    /// A large one, referred to by the frame.
+    Shared(crate::Bytes),
+}
+
+impl SendVec {
+    /// Wraps a vector for sending.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        if bytes.len() < crate::payload::OUT_OF_LINE_MIN {
+            Self::Inline(bytes)
+        } else {
+            // No copy: the `Bytes` takes over the vector's allocation.
+            Self::Shared(crate::Bytes::from(bytes))
+        }
+    }
+
+    /// Wraps an optional vector for sending (the same bytes as
+    /// [`OptByteVec`]: `serialize_none`, or `serialize_some` of the block).
+    pub fn optional(bytes: Option<Vec<u8>>) -> Option<Self> {
+        bytes.map(Self::new)
+    }
+}
+
+impl Serialize for SendVec {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Inline(bytes) => serializer.serialize_bytes(bytes),
+            Self::Shared(bytes) => bytes.serialize(serializer),
+        }
     }
 }
 
@@ -121,5 +166,53 @@ impl<'de> Deserialize<'de> for OptByteVec {
             }
         }
         deserializer.deserialize_option(OptionVisitor).map(Self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{self, Frame, FrameBuf, Status};
+
+    /// What generated code sends is byte for byte what it reads back as
+    /// `ByteVec`/`OptByteVec` (and serde's `Vec<u8>`), small or large.
+    #[test]
+    fn sent_vectors_have_the_byte_vec_layout_at_every_size() {
+        for len in [0usize, 1, 4096, crate::payload::OUT_OF_LINE_MIN, 100_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
+            let sent = wire::encode_to_vec(&SendVec::new(data.clone())).unwrap();
+            assert_eq!(sent, wire::encode_to_vec(&ByteVec(data.clone())).unwrap());
+            assert_eq!(sent, wire::encode_to_vec(&data).unwrap(), "{len} bytes");
+            let some = wire::encode_to_vec(&SendVec::optional(Some(data.clone()))).unwrap();
+            assert_eq!(
+                some,
+                wire::encode_to_vec(&OptByteVec(Some(data.clone()))).unwrap()
+            );
+            assert_eq!(wire::decode::<OptByteVec>(&some).unwrap().0, Some(data));
+        }
+        assert_eq!(
+            wire::encode_to_vec(&SendVec::optional(None)).unwrap(),
+            [0u8]
+        );
+    }
+
+    /// A large vector is referred to by the frame, not copied into it; a
+    /// small one is copied.
+    #[test]
+    fn a_large_sent_vector_is_referred_to_by_the_frame_not_copied() {
+        let large = vec![7u8; crate::payload::OUT_OF_LINE_MIN];
+        let at = large.as_ptr();
+        let f = FrameBuf::response(Status::Ok, &SendVec::new(large), 1 << 30).unwrap();
+        let Frame::Parts(parts) = f.finish(1 << 20).unwrap() else {
+            panic!("expected the vector as a part of its own")
+        };
+        assert!(
+            parts.iter().any(|p| p.as_ptr() == at),
+            "the vector's own memory is a part of the frame"
+        );
+
+        let small = vec![7u8; 100];
+        let f = FrameBuf::response(Status::Ok, &SendVec::new(small), 1 << 30).unwrap();
+        assert!(matches!(f.finish(1 << 20).unwrap(), Frame::One(_)));
     }
 }

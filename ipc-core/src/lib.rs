@@ -189,7 +189,7 @@ mod readme {}
 /// What generated code needs. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::byte_vec::{ByteVec, OptByteVec};
+    pub use crate::byte_vec::{ByteVec, OptByteVec, SendVec};
     pub use crate::client::{ObjectRef, Proxy};
     pub use crate::object::{MethodDescriptor, ObjectDescriptor};
     pub use crate::remote::Serves;

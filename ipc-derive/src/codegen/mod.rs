@@ -74,8 +74,8 @@ pub(crate) fn server_ident(model: &Trait) -> syn::Ident {
     format_ident!("{}Server", model.ident)
 }
 
-/// The generated type a value of this form travels as, if not its own (a
-/// tuple struct: also its constructor, and a pattern with a binding).
+/// The generated type a value of this form is read from the wire as, if
+/// not its own (a tuple struct: also a pattern with a binding).
 pub(crate) fn wire_type(wire: Wire) -> Option<TokenStream> {
     match wire {
         Wire::Serde => None,
@@ -84,12 +84,31 @@ pub(crate) fn wire_type(wire: Wire) -> Option<TokenStream> {
     }
 }
 
-/// `value` as it is written to the wire; with a binding for `value`, the
-/// pattern that unwraps it when read.
+/// The function that turns an owned value of this form into what is
+/// written to the wire, if not the value itself: a `Vec<u8>` is handed over
+/// as a `SendVec`, so a large one is not copied into the frame.
+pub(crate) fn send_fn(wire: Wire) -> Option<TokenStream> {
+    match wire {
+        Wire::Serde => None,
+        Wire::ByteVec => Some(quote!(::ipc_core::__private::SendVec::new)),
+        Wire::OptByteVec => Some(quote!(::ipc_core::__private::SendVec::optional)),
+    }
+}
+
+/// `value` (owned) as it is written to the wire.
 pub(crate) fn to_wire(wire: Wire, value: impl ToTokens) -> TokenStream {
-    match wire_type(wire) {
+    match send_fn(wire) {
         None => value.into_token_stream(),
-        Some(t) => quote!(#t(#value)),
+        Some(f) => quote!(#f(#value)),
+    }
+}
+
+/// The pattern that binds `ident` to a value of this form read from the
+/// wire (unwrapping it).
+pub(crate) fn read_pattern(wire: Wire, ident: impl ToTokens) -> TokenStream {
+    match wire_type(wire) {
+        None => ident.into_token_stream(),
+        Some(t) => quote!(#t(#ident)),
     }
 }
 

@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::codegen::{proxy_ident, server_ident, to_wire, wire_read_type, wire_type};
+use crate::codegen::{proxy_ident, read_pattern, send_fn, server_ident, to_wire, wire_read_type};
 use crate::model::{Output, Trait};
 
 pub(crate) fn generate(model: &Trait) -> TokenStream {
@@ -23,7 +23,7 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
         let index = u16::try_from(index).unwrap_or(u16::MAX);
         let ident = &m.ident;
         let names: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
-        let patterns = m.args.iter().map(|a| to_wire(a.wire, &a.ident));
+        let patterns = m.args.iter().map(|a| read_pattern(a.wire, &a.ident));
         let types = m.args.iter().map(|a| wire_read_type(a.wire, &a.ty));
         let reply = match &m.output {
             Output::Value => {
@@ -31,10 +31,10 @@ pub(crate) fn generate(model: &Trait) -> TokenStream {
                 quote_spanned!(ident.span()=> ::ipc_core::__private::Reply::value(&#out))
             }
             Output::Fallible { .. } => {
-                let out = match wire_type(m.returns_wire) {
+                let out = match send_fn(m.returns_wire) {
                     None => quote_spanned!(ident.span()=> __ipc_out),
-                    Some(t) => {
-                        quote_spanned!(ident.span()=> ::core::result::Result::map(__ipc_out, #t))
+                    Some(f) => {
+                        quote_spanned!(ident.span()=> ::core::result::Result::map(__ipc_out, #f))
                     }
                 };
                 quote_spanned!(ident.span()=> ::ipc_core::__private::Reply::result(&#out))
