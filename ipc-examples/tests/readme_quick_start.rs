@@ -167,6 +167,23 @@ fn write_if_changed(path: &Path, contents: &[u8]) {
     }
 }
 
+/// The environment variables Cargo sets for the crate it runs (exact names,
+/// and prefixes ending in `_`), from "Environment variables Cargo sets for
+/// crates" in the Cargo book. `CARGO` itself is kept: it is the cargo run.
+const CARGO_SET_FOR_CRATES: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "CARGO_MAKEFLAGS",
+    "CARGO_PKG_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_BIN_EXE_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+
 /// What a finished `cargo` printed.
 struct Finished {
     success: bool,
@@ -178,7 +195,24 @@ struct Finished {
 /// Runs `cargo ARGS` in `dir` with `CARGO_TARGET_DIR=target_dir`; kills it
 /// and fails the test if it has not finished within `deadline`.
 fn cargo(args: &[&str], dir: &Path, target_dir: &Path, deadline: Duration) -> Finished {
-    let mut child = Command::new(env!("CARGO"))
+    let mut command = Command::new(env!("CARGO"));
+    // Not the variables `cargo test` set for this test: build scripts that
+    // watch one (ring's watches `CARGO_MANIFEST_DIR`) would see it change
+    // and rebuild, here and again in the workspace's next build, which
+    // shares the target dir.
+    for (name, _) in std::env::vars_os() {
+        let set_by_cargo = name.to_str().is_some_and(|n| {
+            n == "OUT_DIR"
+                || CARGO_SET_FOR_CRATES.iter().any(|p| {
+                    n.strip_prefix(p)
+                        .is_some_and(|rest| p.ends_with('_') || rest.is_empty())
+                })
+        });
+        if set_by_cargo {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target_dir)
