@@ -70,16 +70,27 @@ async fn calls_cut_short_by_tiny_timeouts_never_make_the_connection_overloaded()
         let server = start(|b| b.max_in_flight(64).expose(GateServer::new(gate))).await;
         let client = connect(&server).await;
         let gate: GateProxy = client.get_exposed_object().await.unwrap();
-        let mut overloaded = 0;
         // 5,000 abandoned calls: 78 times the in-flight limit, so a slot
-        // leaked per call (or per few calls) would show.
-        for i in 0..5_000u64 {
-            let d = Duration::from_micros(i % 200);
-            if let Ok(Err(Error::Overloaded { .. })) =
-                tokio::time::timeout(d, gate.sleep_ms(1_000)).await
-            {
-                overloaded += 1;
-            }
+        // leaked per call (or per few calls) would show. From 4 callers at
+        // once (each timeout lasts about a timer tick, 1 ms, however short).
+        let callers = (0..4u64).map(|caller| {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let mut overloaded = 0;
+                for i in (caller..5_000).step_by(4) {
+                    let d = Duration::from_micros(i % 200);
+                    if let Ok(Err(Error::Overloaded { .. })) =
+                        tokio::time::timeout(d, gate.sleep_ms(1_000)).await
+                    {
+                        overloaded += 1;
+                    }
+                }
+                overloaded
+            })
+        });
+        let mut overloaded = 0;
+        for caller in futures::future::join_all(callers).await {
+            overloaded += caller.unwrap();
         }
         // At most 64 abandoned calls may still be running when the next
         // call starts; never a lasting refusal.
