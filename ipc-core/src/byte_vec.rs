@@ -44,9 +44,8 @@ impl OptByteVec {
 
 /// A `Vec<u8>` argument or return value being sent, written as one block
 /// (the same bytes as [`ByteVec`]). Made by generated code, which owns the
-/// vector: one of 32 KiB or more becomes
-/// a [`crate::Bytes`] without a copy and is referred to by the frame instead
-/// of copied into it.
+/// vector: one of 32 KiB or more becomes a [`crate::Bytes`] without a copy
+/// and is referred to by the frame instead of copied into it.
 #[derive(Debug)]
 pub enum SendVec {
     /// A small vector, copied into the frame.
