@@ -58,6 +58,32 @@ pub(crate) fn with<R>(scope: Scope, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` with the scope in `slot` current, moving it in for the call and
+/// back out after (even by a panic): for a loop that enters the same scope
+/// again and again, without a copy each time. Outside, `slot` is `None`
+/// only while `f` runs.
+pub(crate) fn lend<R>(slot: &mut Option<Scope>, f: impl FnOnce() -> R) -> R {
+    /// Puts the scope back into `home` and the previous one into the
+    /// thread-local.
+    struct Back<'a> {
+        home: &'a mut Option<Scope>,
+        previous: Option<Scope>,
+    }
+    impl Drop for Back<'_> {
+        fn drop(&mut self) {
+            let previous = self.previous.take();
+            *self.home = CURRENT.with(|c| c.replace(previous));
+        }
+    }
+    let lent = slot.take();
+    let previous = CURRENT.with(|c| c.replace(lent));
+    let _back = Back {
+        home: slot,
+        previous,
+    };
+    f()
+}
+
 /// The current scope, if any.
 pub(crate) fn current() -> Option<Scope> {
     CURRENT.with(|c| {
@@ -150,4 +176,37 @@ pub(crate) fn refuse(detail: String) {
 /// Takes the refusal recorded by the last failed export, if any.
 pub(crate) fn take_refusal() -> Option<String> {
     REFUSED.with(|r| r.borrow_mut().take())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::AssertUnwindSafe;
+
+    use super::*;
+
+    fn scope(peer_max_frame: usize) -> Scope {
+        Scope {
+            peer_max_frame,
+            conn: Arc::new(()),
+            context: None,
+        }
+    }
+
+    /// A lent scope is current while `f` runs and back in its slot after,
+    /// with the outer scope current again; also when `f` panics.
+    #[test]
+    fn a_lent_scope_is_current_inside_and_back_in_its_slot_after() {
+        let _outer = enter(scope(1));
+        let mut slot = Some(scope(2));
+        assert_eq!(lend(&mut slot, peer_max_frame), 2);
+        assert_eq!(slot.as_ref().map(|s| s.peer_max_frame), Some(2));
+        assert_eq!(peer_max_frame(), 1);
+
+        let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            lend(&mut slot, || panic!("inside the scope"))
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(slot.as_ref().map(|s| s.peer_max_frame), Some(2));
+        assert_eq!(peer_max_frame(), 1);
+    }
 }

@@ -79,6 +79,8 @@ enum Inner<T> {
     /// Arriving over a connection.
     Received {
         receiver: Receiver,
+        /// The connection's scope, lent to each item's decode.
+        scope: Option<scope::Scope>,
         items: PhantomData<fn() -> T>,
     },
     /// Returned by a local call: items encoded as for the wire.
@@ -135,6 +137,7 @@ impl<T: DeserializeOwned + Send + 'static> Streaming<T> {
         Self {
             inner: Inner::Received {
                 receiver: conn.receiver(id, inbox, discard_item::<T>),
+                scope: Some(conn.scope()),
                 items: PhantomData,
             },
         }
@@ -166,11 +169,12 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
         let this = self.get_mut();
         match &mut this.inner {
             Inner::Local(stream) => stream.as_mut().poll_next(cx).map(|item| item.map(Ok)),
-            Inner::Received { receiver, .. } => match receiver.poll_next(cx) {
+            Inner::Received {
+                receiver, scope, ..
+            } => match receiver.poll_next(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Received::Item(item)) => {
-                    let scope = receiver.conn().scope();
-                    Poll::Ready(Some(scope::with(scope, || decode_item(&item))))
+                    Poll::Ready(Some(scope::lend(scope, || decode_item(&item))))
                 }
                 Poll::Ready(Received::End) => Poll::Ready(None),
                 Poll::Ready(Received::Failed(status, body)) => {

@@ -8,13 +8,15 @@
 //! valgrind --tool=callgrind target/release/callcost raw pipelined 20000
 //! taskset -c 0 valgrind --tool=callgrind target/release/callcost ipc sequential 20000
 //! perf stat -e context-switches target/release/callcost ipc cold 2000
+//! valgrind --tool=callgrind target/release/callcost ipc stream 200000
 //! ```
 //!
 //! Arguments: the column (`raw` or `ipc`), the shape (`pipelined`: 64 tasks
 //! calling back to back over one connection, as `compare`'s (b);
 //! `sequential`: one task, as (a); `cold`: a new connection per call, as
-//! (e')), and the number of calls, after 1,000 warm-up calls (none for
-//! `cold`). Instructions per call: the profile's total divided by the calls
+//! (e'); `stream`: one server stream of that many `u64` items, read to its
+//! end, as (h)), and the number of calls (items), after 1,000 warm-up calls
+//! (none for `cold`; a warm-up stream of 1,000 items for `stream`). Instructions per call: the profile's total divided by the calls
 //! made, warm-up included. Servers and clients each run on a one-worker
 //! runtime, as in `compare`.
 #![allow(clippy::print_stderr)]
@@ -22,10 +24,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use benches::columns::BoxError;
-use benches::raw::RawClient;
+use benches::raw::{RawClient, RawStream};
 use benches::{BenchImpl, BenchProxy, BenchServer};
 use ipc_core::{Client, Server};
 
@@ -78,10 +80,10 @@ fn main() {
     let (Some(column), Some(shape), Some(calls)) = (
         args.first().filter(|c| *c == "raw" || *c == "ipc"),
         args.get(1)
-            .filter(|s| ["pipelined", "sequential", "cold"].contains(&s.as_str())),
+            .filter(|s| ["pipelined", "sequential", "cold", "stream"].contains(&s.as_str())),
         args.get(2).and_then(|n| n.parse::<u64>().ok()),
     ) else {
-        eprintln!("usage: callcost raw|ipc pipelined|sequential|cold CALLS");
+        eprintln!("usage: callcost raw|ipc pipelined|sequential|cold|stream CALLS");
         std::process::exit(2);
     };
     if let Err(e) = run(column, shape, calls) {
@@ -117,6 +119,9 @@ fn run(column: &str, shape: &str, calls: u64) -> Result<(), BoxError> {
                     Conn::connect(&column, addr).await?.add(i, 1).await?;
                 }
                 return Ok::<_, BoxError>(started.elapsed());
+            }
+            if shape == "stream" {
+                return stream(&column, addr, calls).await;
             }
             let conn = Conn::connect(&column, addr).await?;
             for i in 0..WARMUP {
@@ -160,4 +165,41 @@ fn run(column: &str, shape: &str, calls: u64) -> Result<(), BoxError> {
         task.abort();
     }
     Ok(())
+}
+
+/// Reads a warm-up stream of [`WARMUP`] items, then one of `items`, checking
+/// that every item is the next number; returns how long the second took.
+async fn stream(column: &str, addr: SocketAddr, items: u64) -> Result<Duration, BoxError> {
+    use futures::StreamExt;
+    if column == "raw" {
+        let mut conn = RawStream::connect(addr).await?;
+        conn.count(WARMUP).await?;
+        let started = Instant::now();
+        let got = conn.count(items).await?;
+        if got != items {
+            return Err(format!("the stream ended after {got} of {items} items").into());
+        }
+        return Ok(started.elapsed());
+    }
+    let client = Client::builder()
+        .addr(addr.to_string())
+        .connect_lazy()
+        .await?;
+    let proxy: BenchProxy = client.proxy();
+    let mut started = Instant::now();
+    for n in [WARMUP, items] {
+        started = Instant::now();
+        let mut stream = proxy.count(n).await?;
+        let mut next = 0;
+        while let Some(item) = stream.next().await {
+            if item? != next {
+                return Err(format!("item {next} out of order").into());
+            }
+            next += 1;
+        }
+        if next != n {
+            return Err(format!("the stream ended after {next} of {n} items").into());
+        }
+    }
+    Ok(started.elapsed())
 }

@@ -8,8 +8,6 @@
 //! in the table breaks the protocol. An abandoned call's late response is
 //! decoded and dropped, so remote objects inside it are released.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -18,6 +16,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::deadline::{Deadline, Due};
+use super::id_map::IdMap;
 use super::streams::Inbox;
 use super::{Closure, Connection};
 use crate::error::Error;
@@ -44,30 +43,9 @@ enum Pending {
     Abandoned(Option<Discard>),
 }
 
-/// Hashes request ids this side issued itself (sequential, never chosen by
-/// the peer, so no flooding concern): one multiply instead of SipHash.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 #[derive(Default)]
 struct State {
-    map: HashMap<u64, Pending, BuildHasherDefault<IdHasher>>,
+    map: IdMap<Pending>,
     closed: Option<Closure>,
     /// Whether the sweep task runs.
     sweeping: bool,

@@ -13,6 +13,7 @@ mod deadline;
 mod dispatch;
 mod exports;
 mod handshake;
+mod id_map;
 mod in_flight;
 mod streams;
 

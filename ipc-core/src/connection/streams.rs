@@ -12,7 +12,7 @@
 //! queue is bounded by its own window). One stalled stream therefore stops
 //! nothing else on the connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures::task::AtomicWaker;
 use tracing::Instrument;
 
+use super::id_map::IdMap;
 use super::in_flight::{Credit, Slot};
 use super::{Closure, Connection};
 use crate::error::Error;
@@ -44,7 +45,7 @@ pub(super) async fn produce(
     let span = tracing::debug_span!("ipc.stream", id, peer = %conn.peer);
     let work = async {
         let _open = super::dispatch::Gauge::take(&conn.gauges.streams);
-        let scope = conn.scope();
+        let mut scope = Some(conn.scope());
         let mut items = 0u64;
         // The source is polled for one item ahead of the credit: an item
         // then waits (alone) for room, and the stream's end is known, and
@@ -54,7 +55,7 @@ pub(super) async fn produce(
                 return items;
             }
             let next = std::future::poll_fn(|cx| {
-                let polled = crate::scope::with(scope.clone(), || {
+                let polled = crate::scope::lend(&mut scope, || {
                     std::panic::catch_unwind(AssertUnwindSafe(|| {
                         source.as_mut().poll_item(cx, id, conn.peer_max_frame())
                     }))
@@ -162,14 +163,16 @@ impl Inbox {
     }
 }
 
+type InboxMap = IdMap<Arc<Inbox>>;
+
 /// The streams this side receives, by the id of the request that opened them.
 #[derive(Default)]
 pub(crate) struct Consumers {
-    map: Mutex<HashMap<u64, Arc<Inbox>>>,
+    map: Mutex<InboxMap>,
 }
 
 impl Consumers {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Inbox>>> {
+    fn lock(&self) -> MutexGuard<'_, InboxMap> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -235,13 +238,14 @@ impl Connection {
             if st.dropped {
                 st.discard
             } else {
-                st.items.push_back(item.clone());
-                None
+                st.items.push_back(item);
+                drop(st);
+                inbox.waker.wake();
+                return Ok(());
             }
         };
-        match discard {
-            Some(discard) => discard(self, &item),
-            None => inbox.waker.wake(),
+        if let Some(discard) = discard {
+            discard(self, &item);
         }
         Ok(())
     }
@@ -329,11 +333,6 @@ pub(crate) enum Received {
 }
 
 impl Receiver {
-    /// The connection the stream arrives on.
-    pub(crate) fn conn(&self) -> &Arc<Connection> {
-        &self.conn
-    }
-
     /// The next item, or how the stream ended (once; then `End`).
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Received> {
         if self.done {
