@@ -3,7 +3,7 @@
 //! transports, and mix with other arguments. (They travel as one block; the
 //! wire layout is pinned by a unit test in `ipc_core::wire`.)
 
-use ipc_core::{CallError, Client, Server, expose};
+use ipc_core::{CallError, Client, Error, Server, expose};
 use ipc_tests::*;
 
 /// Byte vectors in every position the macro recognises.
@@ -203,6 +203,45 @@ async fn a_hand_written_length_and_bytes_request_is_understood() {
             &args[..],
             "the reply is a u64 length, then the bytes"
         );
+        server.stop().await;
+    })
+    .await;
+}
+
+/// A `Vec<u8>` argument larger than the server accepts is refused on the
+/// caller's side with `FrameTooLarge` (it is sent from its own memory, so
+/// the check is on the size, not on a copy), and the connection goes on.
+#[tokio::test]
+async fn an_oversized_vec_argument_is_frame_too_large_and_the_connection_goes_on() {
+    within(30, async {
+        let limit = 256 * 1024;
+        let server = Server::builder()
+            .addr("127.0.0.1:0")
+            .max_frame_size(limit)
+            .expose(BlobsServer::new(Store))
+            .start()
+            .await
+            .unwrap();
+        let client = Client::builder()
+            .addr(server.local_addr())
+            .connect()
+            .await
+            .unwrap();
+        let p: BlobsProxy = client.get_exposed_object().await.unwrap();
+        let fits = pattern(limit / 2, 3);
+        assert_eq!(p.echo(fits.clone()).await.unwrap(), fits);
+        match p.echo(pattern(limit + 1, 4)).await {
+            Err(Error::FrameTooLarge { size, limit: l }) => {
+                assert_eq!(l, limit);
+                assert!(size > limit, "size {size}, limit {limit}");
+            }
+            other => panic!("expected FrameTooLarge, got {:?}", other.map(|v| v.len())),
+        }
+        match p.echo_opt(Some(pattern(limit + 1, 5))).await {
+            Err(Error::FrameTooLarge { .. }) => {}
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+        assert_eq!(p.echo(fits.clone()).await.unwrap(), fits);
         server.stop().await;
     })
     .await;
