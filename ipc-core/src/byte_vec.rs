@@ -44,8 +44,9 @@ impl OptByteVec {
 
 /// A `Vec<u8>` argument or return value being sent, written as one block
 /// (the same bytes as [`ByteVec`]). Made by generated code, which owns the
-/// vector: one of 32 KiB or more becomes a [`crate::Bytes`] without a copy
-/// and is referred to by the frame instead of copied into it.
+/// vector: one of 32 KiB or more (without much spare capacity) becomes a
+/// [`crate::Bytes`] without a copy and is referred to by the frame instead
+/// of copied into it.
 #[derive(Debug)]
 pub enum SendVec {
     /// A small vector, copied into the frame.
@@ -55,9 +56,13 @@ pub enum SendVec {
 }
 
 impl SendVec {
-    /// Wraps a vector for sending.
+    /// Wraps a vector for sending. One with much spare capacity (over an
+    /// eighth of its length) is copied as a small one is: referred to by a
+    /// queued frame, its whole allocation would stay alive while the queue
+    /// counts only its length.
     pub fn new(bytes: Vec<u8>) -> Self {
-        if bytes.len() < crate::payload::OUT_OF_LINE_MIN {
+        let spare = bytes.capacity() - bytes.len();
+        if bytes.len() < crate::payload::OUT_OF_LINE_MIN || spare > bytes.len() / 8 {
             Self::Inline(bytes)
         } else {
             // No copy: the `Bytes` takes over the vector's allocation.
@@ -213,5 +218,14 @@ mod tests {
         let small = vec![7u8; 100];
         let f = FrameBuf::response(Status::Ok, &SendVec::new(small), 1 << 30).unwrap();
         assert!(matches!(f.finish(1 << 20).unwrap(), Frame::One(_)));
+
+        // Mostly spare capacity: copied, so the frame does not keep the
+        // whole allocation alive.
+        let mut roomy = Vec::with_capacity(16 * crate::payload::OUT_OF_LINE_MIN);
+        roomy.resize(crate::payload::OUT_OF_LINE_MIN, 7u8);
+        assert!(matches!(SendVec::new(roomy), SendVec::Inline(_)));
+        let mut snug = Vec::with_capacity(crate::payload::OUT_OF_LINE_MIN + 64);
+        snug.resize(crate::payload::OUT_OF_LINE_MIN, 7u8);
+        assert!(matches!(SendVec::new(snug), SendVec::Shared(_)));
     }
 }

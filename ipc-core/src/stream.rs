@@ -170,11 +170,13 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
         match &mut this.inner {
             Inner::Local(stream) => stream.as_mut().poll_next(cx).map(|item| item.map(Ok)),
             Inner::Received {
-                receiver, scope, ..
+                receiver,
+                scope: lent,
+                ..
             } => match receiver.poll_next(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Received::Item(item)) => {
-                    Poll::Ready(Some(scope::lend(scope, || decode_item(&item))))
+                    Poll::Ready(Some(scope::lend(lent, || decode_item(&item))))
                 }
                 Poll::Ready(Received::End) => Poll::Ready(None),
                 Poll::Ready(Received::Failed(status, body)) => {

@@ -16,9 +16,10 @@
 //! `sequential`: one task, as (a); `cold`: a new connection per call, as
 //! (e'); `stream`: one server stream of that many `u64` items, read to its
 //! end, as (h)), and the number of calls (items), after 1,000 warm-up calls
-//! (none for `cold`; a warm-up stream of 1,000 items for `stream`). Instructions per call: the profile's total divided by the calls
-//! made, warm-up included. Servers and clients each run on a one-worker
-//! runtime, as in `compare`.
+//! (none for `cold`; a warm-up stream of 1,000 items for `stream`).
+//! Instructions per call: the profile's total divided by the calls made,
+//! warm-up included. Servers and clients each run on a one-worker runtime,
+//! as in `compare`.
 #![allow(clippy::print_stderr)]
 
 use std::net::SocketAddr;
