@@ -154,6 +154,21 @@ impl Outbox {
         Ok(appended.is_some())
     }
 
+    /// As [`Outbox::push_unless`], without waiting: the frame comes back
+    /// (`Err`) when the queue is full.
+    pub(crate) fn try_push_unless(
+        &self,
+        frame: FrameBuf,
+        stop: &AtomicBool,
+    ) -> Result<Result<bool, Closed>, FrameBuf> {
+        let admit =
+            &mut |_: &mut State, _: &mut FrameBuf| (!stop.load(Ordering::Acquire)).then_some(());
+        match self.try_append(frame, admit) {
+            Attempt::Done(r) => Ok(r.map(|appended| appended.is_some())),
+            Attempt::Full(frame) => Err(frame),
+        }
+    }
+
     /// Appends a frame without waiting for space. For small control frames
     /// (cancel, go-away, credit, release, stream ends) that must go out even
     /// from synchronous code.

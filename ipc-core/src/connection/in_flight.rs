@@ -45,6 +45,12 @@ impl Credit {
         self.granted.notify_one();
     }
 
+    /// Whether an item may be sent now: there is room and the stream has
+    /// not ended.
+    pub(crate) fn has_room(&self) -> bool {
+        !self.ended.load(Ordering::Acquire) && self.available.load(Ordering::Acquire) > 0
+    }
+
     /// Uses `bytes` of the room (it may go below zero: an item is sent
     /// whole once there is any room).
     pub(crate) fn spend(&self, bytes: usize) {

@@ -50,6 +50,10 @@ pub(super) async fn produce(
         // The source is polled for one item ahead of the credit: an item
         // then waits (alone) for room, and the stream's end is known, and
         // sent, without any. So at most one item beyond the window is held.
+        // Items the source has ready while there is credit and room in the
+        // outbox are queued as they come, inside one poll (one entry into
+        // the scope for the run of them); only one that has to wait leaves it.
+        let mut waiting: Option<FrameBuf> = None;
         let (status, detail) = loop {
             if credit.ended.load(std::sync::atomic::Ordering::Acquire) {
                 return items;
@@ -57,18 +61,44 @@ pub(super) async fn produce(
             let next = std::future::poll_fn(|cx| {
                 let polled = crate::scope::lend(&mut scope, || {
                     std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        source.as_mut().poll_item(cx, id, conn.peer_max_frame())
+                        loop {
+                            let frame =
+                                match source.as_mut().poll_item(cx, id, conn.peer_max_frame()) {
+                                    Poll::Ready(Some(Ok(frame))) => frame,
+                                    other => return other.map(Next::Polled),
+                                };
+                            if !credit.has_room() {
+                                waiting = Some(frame);
+                                return Poll::Ready(Next::Waits);
+                            }
+                            let len = frame.body_len();
+                            match conn.outbox.try_push_unless(frame, &credit.ended) {
+                                Ok(Ok(true)) => {
+                                    credit.spend(len);
+                                    items += 1;
+                                }
+                                // Ended by a cancel or a shutdown, which sent the end.
+                                Ok(Ok(false) | Err(_)) => return Poll::Ready(Next::Stopped),
+                                Err(frame) => {
+                                    waiting = Some(frame);
+                                    return Poll::Ready(Next::Waits);
+                                }
+                            }
+                        }
                     }))
                 });
                 match polled {
                     Ok(Poll::Pending) => Poll::Pending,
-                    Ok(Poll::Ready(item)) => Poll::Ready(Ok(item)),
+                    Ok(Poll::Ready(next)) => Poll::Ready(Ok(next)),
                     Err(panic) => Poll::Ready(Err(panic)),
                 }
             })
             .await;
             match next {
-                Ok(Some(Ok(frame))) => {
+                Ok(Next::Waits) => {
+                    let Some(frame) = waiting.take() else {
+                        continue;
+                    };
                     if !credit.wait().await {
                         // Ended by a cancel or a shutdown, which sent the end.
                         return items;
@@ -80,11 +110,12 @@ pub(super) async fn produce(
                             items += 1;
                         }
                         // Ended by a cancel or a shutdown, which sent the end.
-                        Ok(false) => return items,
-                        Err(_) => return items,
+                        Ok(false) | Err(_) => return items,
                     }
                 }
-                Ok(Some(Err(EncodeError::TooLarge { size, limit }))) => {
+                Ok(Next::Stopped) => return items,
+                Ok(Next::Polled(Some(Ok(_)))) => {}
+                Ok(Next::Polled(Some(Err(EncodeError::TooLarge { size, limit })))) => {
                     tracing::warn!(
                         size,
                         limit,
@@ -92,8 +123,10 @@ pub(super) async fn produce(
                     );
                     break (Status::FrameTooLarge, End::Sizes(size as u64, limit as u64));
                 }
-                Ok(Some(Err(e))) => break (Status::EncodeFailed, End::Detail(e.to_string())),
-                Ok(None) => break (Status::Ok, End::Nothing),
+                Ok(Next::Polled(Some(Err(e)))) => {
+                    break (Status::EncodeFailed, End::Detail(e.to_string()));
+                }
+                Ok(Next::Polled(None)) => break (Status::Ok, End::Nothing),
                 Err(panic) => {
                     let message = super::dispatch::panic_message(panic.as_ref());
                     tracing::error!(%message, "stream producer panicked");
@@ -121,6 +154,18 @@ pub(super) async fn produce(
     let _entered = span.enter();
     tracing::debug!(items, "stream ended");
     drop(slot);
+}
+
+/// How a producer's poll of its source ended.
+enum Next {
+    /// An item that has to wait for credit or room is in `waiting`.
+    Waits,
+    /// The stream was ended (cancelled, shut down) or the connection
+    /// closed: nothing more is sent.
+    Stopped,
+    /// The source ended, or failed to encode an item (never `Some(Ok)`:
+    /// items are queued or wait).
+    Polled(Option<Result<FrameBuf, EncodeError>>),
 }
 
 /// What a stream's end carries besides its status.
