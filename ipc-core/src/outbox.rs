@@ -69,6 +69,11 @@ enum Attempt<R> {
     Full(FrameBuf),
 }
 
+/// Admits a frame unless `stop` is set (read under the queue's lock).
+fn unless(stop: &AtomicBool) -> impl FnMut(&mut State, &mut FrameBuf) -> Option<()> + '_ {
+    move |_, _| (!stop.load(Ordering::Acquire)).then_some(())
+}
+
 /// The outbound queue. Shared by everything that sends on the connection.
 #[derive(Debug)]
 pub(crate) struct Outbox {
@@ -148,9 +153,7 @@ impl Outbox {
         frame: FrameBuf,
         stop: &AtomicBool,
     ) -> Result<bool, Closed> {
-        let appended = self
-            .push_with(frame, |_, _| (!stop.load(Ordering::Acquire)).then_some(()))
-            .await?;
+        let appended = self.push_with(frame, unless(stop)).await?;
         Ok(appended.is_some())
     }
 
@@ -161,9 +164,7 @@ impl Outbox {
         frame: FrameBuf,
         stop: &AtomicBool,
     ) -> Result<Result<bool, Closed>, FrameBuf> {
-        let admit =
-            &mut |_: &mut State, _: &mut FrameBuf| (!stop.load(Ordering::Acquire)).then_some(());
-        match self.try_append(frame, admit) {
+        match self.try_append(frame, &mut unless(stop)) {
             Attempt::Done(r) => Ok(r.map(|appended| appended.is_some())),
             Attempt::Full(frame) => Err(frame),
         }

@@ -60,11 +60,8 @@ impl Credit {
 
     /// Waits until there is room, or the stream has ended (`false`).
     pub(crate) async fn wait(&self) -> bool {
-        // The usual case, without a waiter to set up: room, or the end.
-        if self.ended.load(Ordering::Acquire) {
-            return false;
-        }
-        if self.available.load(Ordering::Acquire) > 0 {
+        // The usual case, without a waiter to set up.
+        if self.has_room() {
             return true;
         }
         loop {

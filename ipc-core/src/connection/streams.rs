@@ -65,7 +65,11 @@ pub(super) async fn produce(
                             let frame =
                                 match source.as_mut().poll_item(cx, id, conn.peer_max_frame()) {
                                     Poll::Ready(Some(Ok(frame))) => frame,
-                                    other => return other.map(Next::Polled),
+                                    Poll::Ready(Some(Err(e))) => {
+                                        return Poll::Ready(Next::Failed(e));
+                                    }
+                                    Poll::Ready(None) => return Poll::Ready(Next::Ended),
+                                    Poll::Pending => return Poll::Pending,
                                 };
                             if !credit.has_room() {
                                 waiting = Some(frame);
@@ -114,8 +118,7 @@ pub(super) async fn produce(
                     }
                 }
                 Ok(Next::Stopped) => return items,
-                Ok(Next::Polled(Some(Ok(_)))) => {}
-                Ok(Next::Polled(Some(Err(EncodeError::TooLarge { size, limit })))) => {
+                Ok(Next::Failed(EncodeError::TooLarge { size, limit })) => {
                     tracing::warn!(
                         size,
                         limit,
@@ -123,10 +126,8 @@ pub(super) async fn produce(
                     );
                     break (Status::FrameTooLarge, End::Sizes(size as u64, limit as u64));
                 }
-                Ok(Next::Polled(Some(Err(e)))) => {
-                    break (Status::EncodeFailed, End::Detail(e.to_string()));
-                }
-                Ok(Next::Polled(None)) => break (Status::Ok, End::Nothing),
+                Ok(Next::Failed(e)) => break (Status::EncodeFailed, End::Detail(e.to_string())),
+                Ok(Next::Ended) => break (Status::Ok, End::Nothing),
                 Err(panic) => {
                     let message = super::dispatch::panic_message(panic.as_ref());
                     tracing::error!(%message, "stream producer panicked");
@@ -163,9 +164,10 @@ enum Next {
     /// The stream was ended (cancelled, shut down) or the connection
     /// closed: nothing more is sent.
     Stopped,
-    /// The source ended, or failed to encode an item (never `Some(Ok)`:
-    /// items are queued or wait).
-    Polled(Option<Result<FrameBuf, EncodeError>>),
+    /// The source ended.
+    Ended,
+    /// The source failed to encode an item.
+    Failed(EncodeError),
 }
 
 /// What a stream's end carries besides its status.
